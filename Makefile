@@ -1,0 +1,57 @@
+# Two commands: `make run` (set up + run the pipeline end to end on the
+# embedded default) and `make test` (set up + the whole test suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q --disable-pip-version-check -c requirements.lock
+WORKSPACE ?= workspace
+APT_PACKAGES := prometheus shellcheck cloud-init
+
+.PHONY: run test bench setup setup-dev system-deps lock compile clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml requirements.lock
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/bin/python pyproject.toml requirements.lock
+	$(PIP) -e '.[dev,infra]'
+	touch $@ $(VENV)/.installed
+
+setup: $(VENV)/.installed
+setup-dev: $(VENV)/.installed-dev
+
+# Debian packages the tests use (promtool, shellcheck, cloud-init schema).
+system-deps:
+	@missing=""; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
+	command -v cloud-init >/dev/null || missing="$$missing cloud-init"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+run: setup
+	$(VENV)/bin/servicetime run --workspace $(WORKSPACE)
+
+test: setup-dev system-deps
+	$(PY) -m pytest
+
+bench: setup-dev
+	$(PY) -m pytest tests/benchmarks -m bench -s -p no:cacheprovider
+
+compile: setup
+	$(VENV)/bin/servicetime compile --out $(WORKSPACE)/pipeline.yaml
+
+# Regenerate the pinned lock from the current environment (after changing pyproject).
+lock: setup-dev
+	$(PY) -m pip freeze --exclude-editable | sed -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/' > requirements.lock
+
+clean:
+	rm -rf $(VENV) $(WORKSPACE) .pytest_cache

@@ -1,0 +1,73 @@
+"""Platform facts shared by Python, Terraform and the manifests.
+
+The values live in ``platform.yaml`` beside this module; Terraform reads the same
+file with ``yamldecode`` and the Kubernetes manifests are rendered from it, so a
+port or the image tag is written down exactly once.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+PLATFORM_FILE = Path(__file__).with_name("platform.yaml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Image(_Strict):
+    repository: str
+    tag: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+class Ports(_Strict):
+    model_server: int
+    mlflow: int
+    s3: int
+    s3_console: int
+    prometheus: int
+    grafana: int
+    kfp_ui: int
+    registry: int
+    ray_dashboard: int
+
+
+class Buckets(_Strict):
+    data: str
+    artifacts: str
+    kfp: str
+
+
+class Versions(_Strict):
+    k3s: str
+    kfp: str
+    kuberay: str
+    minio: str
+    postgres: str
+    prometheus: str
+    grafana: str
+    registry: str
+
+
+class Platform(_Strict):
+    image: Image
+    ports: Ports
+    buckets: Buckets
+    model_name: str
+    namespace: str
+    versions: Versions
+
+
+@lru_cache(maxsize=1)
+def platform() -> Platform:
+    """The parsed platform facts (read once, on first use)."""
+    return Platform.model_validate(yaml.safe_load(PLATFORM_FILE.read_text()))

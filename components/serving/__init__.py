@@ -1,0 +1,1 @@
+"""The model server: FastAPI app, model loading, fallback and metrics."""

@@ -1,0 +1,41 @@
+"""The one list of the model server's Prometheus metric names and labels.
+
+The server registers its metrics from these constants; the alert rules, the
+Prometheus config and the Grafana dashboard are rendered from them
+(``components.monitoring``), so a metric is named exactly once.
+"""
+
+from __future__ import annotations
+
+PREFIX = "servicetime"
+
+# Counters (prometheus_client appends _total on exposition).
+REQUESTS = f"{PREFIX}_requests"  # labels: endpoint, status
+PREDICTIONS = f"{PREFIX}_predictions"  # labels: source (model | fallback)
+FALLBACKS = f"{PREFIX}_fallbacks"  # labels: reason
+MODEL_RELOADS = f"{PREFIX}_model_reloads"  # labels: result (ok | error)
+
+# Histograms (exposed as _bucket, _sum, _count).
+REQUEST_LATENCY = f"{PREFIX}_request_duration_seconds"  # labels: endpoint
+INFERENCE_LATENCY = f"{PREFIX}_inference_duration_seconds"
+PREDICTED_SERVICE_TIME = f"{PREFIX}_predicted_service_time_seconds"
+BATCH_SIZE = f"{PREFIX}_request_batch_size"
+
+# Gauges.
+MODEL_INFO = f"{PREFIX}_model_info"  # labels: name, version, alias
+MODEL_LOADED = f"{PREFIX}_model_loaded"
+MODEL_LOAD_SECONDS = f"{PREFIX}_model_load_duration_seconds"
+MODEL_LOADED_TIMESTAMP = f"{PREFIX}_model_loaded_timestamp_seconds"
+INPUT_DRIFT_PSI = f"{PREFIX}_input_drift_psi"  # labels: feature
+DRIFT_WINDOW_ROWS = f"{PREFIX}_drift_window_rows"
+
+# Label names, kept low-cardinality on purpose.
+LABEL_ENDPOINT = "endpoint"
+LABEL_STATUS = "status"
+LABEL_SOURCE = "source"
+LABEL_REASON = "reason"
+LABEL_FEATURE = "feature"
+LABEL_RESULT = "result"
+
+# Scrape job name used by the Prometheus config, the alert rules and the dashboard.
+SCRAPE_JOB = "servicetime-model-server"
