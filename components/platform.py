@@ -38,7 +38,9 @@ class Ports(_Strict):
     grafana: int
     kfp_ui: int
     registry: int
+    registry_node_port: int
     ray_dashboard: int
+    postgres: int
 
 
 class Buckets(_Strict):
@@ -52,10 +54,12 @@ class Versions(_Strict):
     kfp: str
     kuberay: str
     minio: str
+    minio_mc: str
     postgres: str
     prometheus: str
     grafana: str
     registry: str
+    buildkit: str
 
 
 class Platform(_Strict):

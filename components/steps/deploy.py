@@ -1,0 +1,70 @@
+"""Deploy: put the new champion in front of traffic, check it, roll back if it misbehaves.
+
+Locally the model server follows the ``champion`` alias by itself, so this step
+is the canary check: load exactly what the server will load, score held-out
+stops, and compare with the evaluation. On the cluster it drives a canary
+Deployment through the Kubernetes API (``components.cluster.deploy``).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components import tracking
+from components.bundle import Predictor
+from components.config import Config
+from components.schema import LABEL
+from components.steps import record
+from components.steps.featurize import TEST
+
+log = logging.getLogger(__name__)
+
+
+class DeployFailed(RuntimeError):
+    """The new champion failed its canary check; the champion alias was rolled back."""
+
+
+def canary_check(predictor: Predictor, test: pd.DataFrame, expected_mae: float, tolerance: float) -> dict:
+    started = time.perf_counter()
+    pred = predictor.predict(test)
+    latency_ms = (time.perf_counter() - started) * 1000 / max(len(test), 1)
+    mae = float(np.mean(np.abs(pred - test[LABEL].to_numpy(float))))
+    problems = []
+    if not np.all(np.isfinite(pred)):
+        problems.append("non-finite predictions")
+    if mae > expected_mae * (1 + tolerance):
+        problems.append(f"MAE {mae:.1f} s exceeds evaluated {expected_mae:.1f} s by more than {tolerance:.0%}")
+    return {"mae": mae, "expected_mae": expected_mae, "per_stop_ms": latency_ms, "rows": len(test), "problems": problems}
+
+
+def deploy_step(cfg: Config, features_dir: str | Path, expected_mae: float, run_uri: str | None = None) -> dict:
+    tracking.setup(cfg)
+    name = tracking.model_name(cfg)
+    version = tracking.alias_version(cfg, tracking.CHAMPION)
+    if version is None:
+        raise DeployFailed(f"no champion alias on {name}: nothing to deploy")
+    if cfg.deploy.backend == "kubernetes":
+        from components.cluster.deploy import rollout
+
+        outcome = rollout(f"models:/{name}/{version}", cfg.deploy.namespace, cfg.deploy.prometheus_url, cfg.deploy.canary_seconds)
+        if not outcome.get("promoted"):
+            rolled = tracking.rollback(cfg)
+            raise DeployFailed(f"canary of version {version} failed ({outcome.get('reasons')}); champion back to {rolled['to']}")
+        return record(run_uri, "deploy", {"backend": "kubernetes", "version": version, **outcome})
+    test = pd.read_parquet(Path(features_dir) / TEST)
+    with tempfile.TemporaryDirectory() as tmp:
+        predictor = Predictor.load(tracking.download_model(f"models:/{name}@{tracking.CHAMPION}", tmp))
+    check = canary_check(predictor, test, expected_mae, cfg.deploy.mae_tolerance)
+    if check["problems"]:
+        rolled = tracking.rollback(cfg)
+        raise DeployFailed(f"version {version} failed its canary check: {'; '.join(check['problems'])}; "
+                           f"champion rolled back to {rolled['to']}")
+    log.info("champion %s version %s passed its canary check (MAE %.1f s on %d stops)", name, version, check["mae"], check["rows"])
+    return record(run_uri, "deploy", {"backend": "local", "name": name, "version": version,
+                                      "uri": f"models:/{name}@{tracking.CHAMPION}", **check})

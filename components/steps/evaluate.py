@@ -1,0 +1,61 @@
+"""Evaluate: the candidate against the rules and the current champion; a verdict and a report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from components import tracking
+from components.baseline import BusinessLogicModel
+from components.bundle import Predictor
+from components.config import Config
+from components.evaluate import evaluate, write_report
+from components.steps import record
+from components.steps.featurize import TEST
+
+log = logging.getLogger(__name__)
+
+
+def load_champion(cfg: Config) -> Predictor | None:
+    version = tracking.alias_version(cfg, tracking.CHAMPION)
+    if version is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tracking.download_model(f"models:/{tracking.model_name(cfg)}@{tracking.CHAMPION}", tmp)
+        predictor = Predictor.load(path)
+    predictor.metadata["model_version"] = version
+    return predictor
+
+
+def evaluate_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path, out_dir: str | Path,
+                  run_id: str | None = None, run_uri: str | None = None) -> dict:
+    features_dir, out = Path(features_dir), Path(out_dir)
+    tracking.setup(cfg)
+    test = pd.read_parquet(features_dir / TEST)
+    split = json.loads((features_dir / "split.json").read_text())
+    champion = load_champion(cfg)
+    ev = evaluate(test, Predictor.load(bundle_dir), BusinessLogicModel(), champion, set(split["train_areas"]), cfg.eval)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps(ev.to_dict(), indent=2))
+    (out / "verdict.json").write_text(json.dumps(ev.verdict, indent=2))
+    report = write_report(ev, out, title=f"Evaluation on held-out weeks {split['weeks']['test'][0]} .. {split['weeks']['test'][-1]}")
+    if run_id:
+        with mlflow.start_run(run_id=run_id):
+            for k in ("candidate", "baseline", "champion"):
+                if ev.metrics[k]:
+                    mlflow.log_metrics({f"test_{k}_{m}": v for m, v in ev.metrics[k].items() if m != "n"})
+                    mlflow.log_metric(f"test_{k}_delay_std_s", ev.route_kpi[k]["delay_std_s"])
+            mlflow.set_tag("blessed", str(ev.verdict["blessed"]).lower())
+            mlflow.log_artifacts(str(out), "evaluation")
+    for reason in ev.verdict["reasons"]:
+        log.info("%s", reason)
+    return record(run_uri, "evaluate", {
+        "blessed": ev.verdict["blessed"], "reasons": ev.verdict["reasons"], "metrics": ev.metrics,
+        "route_kpi": {k: v for k, v in ev.route_kpi.items()},
+        "champion_version": champion.version if champion else None, "report": str(report),
+        "importance": ev.importance})

@@ -1,0 +1,41 @@
+"""Features: point-in-time history, a time-based split and the fitted transform, written for training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.config import Config
+from components.drift import build_reference
+from components.features import FeatureTransform, build_features
+from components.schema import LABEL
+from components.steps import record
+from components.train import Arrays
+
+TRAIN, VAL, TEST = "train.npz", "val.npz", "test.parquet"
+
+
+def encode(transform: FeatureTransform, frame: pd.DataFrame) -> Arrays:
+    cats, nums = transform.transform(frame)
+    return Arrays(cats, nums, frame[LABEL].to_numpy(np.float32))
+
+
+def featurize(cfg: Config, clean_path: str | Path, out_dir: str | Path, run_uri: str | None = None) -> dict:
+    clean = pd.read_parquet(clean_path)
+    splits, transform, snapshot = build_features(clean, cfg.split.val_weeks, cfg.split.test_weeks)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / TRAIN).write_bytes(encode(transform, splits["train"]).to_bytes())
+    (out / VAL).write_bytes(encode(transform, splits["val"]).to_bytes())
+    splits["test"].to_parquet(out / TEST, index=False)
+    transform.save(out / "transform.json")
+    snapshot.to_parquet(out / "customer_history.parquet", index=False)
+    (out / "reference.json").write_text(json.dumps(build_reference(splits["train"]).to_dict()))
+    weeks = {k: sorted(v["batch"].unique().tolist()) for k, v in splits.items()}
+    (out / "split.json").write_text(json.dumps({"weeks": weeks, "rows": {k: len(v) for k, v in splits.items()},
+                                                "train_areas": sorted(splits["train"]["area_id"].astype(str).unique())}, indent=1))
+    return record(run_uri, "features", {"rows": {k: len(v) for k, v in splits.items()},
+                                        "test_weeks": weeks["test"], "path": str(out)})

@@ -1,0 +1,34 @@
+"""Ingest: freeze the landing zone (or its newest weeks) into an immutable dataset version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from components.config import DataConfig
+from components.datasets import DatasetStore
+from components.simulator import generate, to_parquet_bytes
+from components.steps import record
+
+
+def ingest(data_root: str, out_dir: str | Path, last_weeks: int = 0, run_uri: str | None = None) -> dict:
+    store = DatasetStore(data_root)
+    batches = store.raw_batches()
+    if last_weeks:
+        batches = batches[-last_weeks:]
+    manifest = store.snapshot_raw(batches)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").write_text(json.dumps({**manifest.to_dict(), "root": data_root}, indent=2))
+    return record(run_uri, "ingest", {"data_version": manifest.version, "rows": manifest.rows,
+                                      "weeks": len(manifest.batches), "uri": store.version_uri(manifest.version)})
+
+
+def generate_raw(cfg: DataConfig, data_root: str, weeks: range | None = None) -> list[str]:
+    """Run the simulator and land one Parquet file per week in ``<data_root>/raw``."""
+    store = DatasetStore(data_root)
+    names = []
+    for name, frame in generate(cfg, weeks):
+        store.storage.write_bytes(store.raw_uri(name), to_parquet_bytes(frame))
+        names.append(name)
+    return names

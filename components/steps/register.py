@@ -1,0 +1,12 @@
+"""Register: a blessed candidate becomes the champion (the alias moves; the old one is remembered)."""
+
+from __future__ import annotations
+
+from components import tracking
+from components.config import Config
+from components.steps import record
+
+
+def promote_step(cfg: Config, version: str, run_uri: str | None = None) -> dict:
+    tracking.setup(cfg)
+    return record(run_uri, "register", tracking.promote(cfg, version))

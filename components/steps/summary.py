@@ -1,0 +1,80 @@
+"""The run summary: what the exit handler writes, whatever happened to the run."""
+
+from __future__ import annotations
+
+import time
+
+from components.storage import Storage, StorageError, join
+
+STEPS = ("ingest", "validate", "features", "train", "evaluate", "register", "deploy")
+
+
+def summarize(run_uri: str, status: str = "SUCCEEDED", error: str | None = None) -> dict:
+    storage = Storage()
+    steps = {}
+    for step in STEPS:
+        try:
+            steps[step] = storage.read_json(join(run_uri, "steps", f"{step}.json"))
+        except StorageError:
+            steps[step] = None
+    ingest, validate, train, ev = steps["ingest"] or {}, steps["validate"] or {}, steps["train"] or {}, steps["evaluate"] or {}
+    metrics = ev.get("metrics") or {}
+    kpi = ev.get("route_kpi") or {}
+    deployed = steps["deploy"] or {}
+    summary = {
+        "status": status,
+        "error": error,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "run_uri": run_uri,
+        "data_version": ingest.get("data_version"),
+        "clean_version": validate.get("clean_version"),
+        "rows": {"in": validate.get("rows_in"), "accepted": validate.get("rows_accepted"),
+                 "quarantined": validate.get("rows_quarantined")},
+        "rejected_batches": validate.get("rejected_batches"),
+        "metrics": {k: metrics.get(k) for k in ("candidate", "baseline", "champion")},
+        "route_kpi": {k: kpi.get(k) for k in ("candidate", "baseline", "champion")},
+        "verdict": {"blessed": ev.get("blessed"), "reasons": ev.get("reasons", [])},
+        "model": {"name": train.get("model_name"), "version": train.get("model_version"), "uri": train.get("model_uri"),
+                  "run_id": train.get("run_id"), "champion": (steps["register"] or {}).get("version"),
+                  "deployed": deployed.get("version")},
+        "training": {k: train.get(k) for k in ("train_seconds", "samples_per_s", "best_val_mae_s", "num_workers", "ray_init_s")},
+        "artifacts": {
+            "dataset": ingest.get("uri"),
+            "quarantine": validate.get("quarantine_uri"),
+            "features": (steps["features"] or {}).get("path"),
+            "model_bundle": train.get("bundle"),
+            "evaluation_report": ev.get("report"),
+            "steps": join(run_uri, "steps"),
+            "summary": join(run_uri, "summary.json"),
+        },
+        "steps_completed": [s for s in STEPS if steps[s] is not None],
+    }
+    storage.write_json(join(run_uri, "summary.json"), summary)
+    return summary
+
+
+def render_text(summary: dict) -> str:
+    """The summary a person reads at the end of ``servicetime run``."""
+    m, k, v = summary["metrics"], summary["route_kpi"], summary["verdict"]
+    lines = [f"run {summary['status']}  ({summary['run_uri']})"]
+    if summary.get("error"):
+        lines.append(f"  error: {summary['error']}")
+    rows = summary["rows"]
+    lines.append(f"  data     version {summary['data_version']}  rows in {rows['in']}, accepted {rows['accepted']}, quarantined {rows['quarantined']}")
+    for name in ("baseline", "champion", "candidate"):
+        if m.get(name):
+            kp = k.get(name) or {}
+            lines.append(f"  {name:<9} MAE {m[name]['mae']:6.1f} s   P90 {m[name]['p90_abs_error']:6.1f} s   "
+                         f"bias {m[name]['bias']:+6.1f} s   route delay std {kp.get('delay_std_s', float('nan')):6.0f} s")
+    if m.get("candidate") and m.get("baseline"):
+        lines.append(f"  gain vs rules: {1 - m['candidate']['mae'] / m['baseline']['mae']:+.1%} MAE")
+    if v.get("blessed") is not None:
+        lines.append(f"  verdict  {'BLESSED' if v['blessed'] else 'NOT BLESSED'}")
+        lines += [f"    {r}" for r in v["reasons"]]
+    model = summary["model"]
+    if model.get("version"):
+        lines.append(f"  model    {model['name']} v{model['version']}  champion={model.get('champion') or '-'}  {model['uri']}")
+    for name, where in summary["artifacts"].items():
+        if where:
+            lines.append(f"  {name:<18} {where}")
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""Validate: every batch of a dataset version; accepted rows form the clean version, the rest is kept in quarantine."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from components.config import Config
+from components.datasets import DatasetStore
+from components.drift import Reference, build_reference
+from components.simulator import to_parquet_bytes
+from components.steps import record
+from components.storage import join
+from components.validation import ValidationResult, render_markdown, validate_batch
+
+log = logging.getLogger(__name__)
+REFERENCE_WEEKS = 4
+
+
+class ValidationFailed(RuntimeError):
+    """A batch was rejected; the message lists every reason. Nothing was lost: see the quarantine."""
+
+
+def _reference(store: DatasetStore, version: str, batches: list[str], cfg: Config) -> Reference:
+    """Without a published reference, the first weeks' accepted rows serve as one."""
+    head = [validate_batch(store.read_batch(version, b), cfg.validation, None, batch=b) for b in batches[:REFERENCE_WEEKS]]
+    rows = [r.accepted_rows for r in head if r.accepted]
+    if not rows:
+        raise ValidationFailed(f"no usable reference: the first {REFERENCE_WEEKS} batches were all rejected")
+    return build_reference(pd.concat(rows))
+
+
+def validate_dataset(cfg: Config, data_root: str, version: str, out_dir: str | Path, report_path: str | Path | None = None,
+                     fail_on_rejected: bool = True, reference: Reference | None = None, run_uri: str | None = None) -> dict:
+    store = DatasetStore(data_root)
+    manifest = store.manifest(version)
+    batches = list(manifest.batches)
+    reference = reference or _reference(store, version, batches, cfg)
+    results: list[ValidationResult] = []
+    for i, batch in enumerate(batches):
+        res = validate_batch(store.read_batch(version, batch), cfg.validation, reference, batch=batch)
+        results.append(res)
+        if len(res.quarantined_rows):
+            store.storage.write_bytes(join(data_root, "quarantine", version, f"{batch}.parquet"),
+                                      to_parquet_bytes(res.quarantined_rows))
+        if not res.accepted:
+            log.warning("batch %s REJECTED: %s", batch, "; ".join(res.errors))
+        if (i + 1) % 13 == 0 or i + 1 == len(batches):
+            log.info("validated %d/%d batches", i + 1, len(batches))
+
+    accepted = {r.batch: to_parquet_bytes(r.accepted_rows) for r in results if r.accepted}
+    reports = [r.report() for r in results]
+    totals = {"rows_in": sum(r["rows_in"] for r in reports), "rows_accepted": sum(r["rows_accepted"] for r in reports),
+              "rows_quarantined": sum(r["rows_quarantined"] for r in reports)}
+    assert totals["rows_in"] == totals["rows_accepted"] + totals["rows_quarantined"], "validation lost rows"
+    rejected = [r for r in reports if not r["accepted"]]
+    clean = store.write_version(accepted, kind="clean", parent=version) if accepted else None
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if accepted:
+        pd.concat([r.accepted_rows.assign(batch=r.batch) for r in results if r.accepted], ignore_index=True) \
+            .to_parquet(out / "clean.parquet", index=False)
+    summary = {**totals, "accepted": not rejected, "data_version": version,
+               "clean_version": clean.version if clean else None,
+               "rejected_batches": {r["batch"]: r["errors"] for r in rejected},
+               "quarantine_uri": join(data_root, "quarantine", version), "batches": reports}
+    (out / "validation.json").write_text(json.dumps(summary, indent=2, default=str))
+    (out / "reference.json").write_text(json.dumps(reference.to_dict()))
+    markdown = render_markdown(reports)
+    (out / "report.md").write_text(markdown)
+    if report_path:
+        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(report_path).write_text(markdown)
+    record(run_uri, "validate", {k: v for k, v in summary.items() if k != "batches"})
+    if rejected and fail_on_rejected:
+        reasons = "; ".join(f"{b}: {', '.join(e)}" for b, e in summary["rejected_batches"].items())
+        raise ValidationFailed(f"{len(rejected)} batch(es) rejected: {reasons}. Quarantined rows kept under {summary['quarantine_uri']}")
+    return summary
