@@ -171,7 +171,13 @@ def config_from_json(text: str) -> Config:
 
 
 def config_with(config_json: str, overrides: dict[str, Any] | None = None) -> Config:
-    """A run's config: the JSON the pipeline was launched with, plus pipeline parameters."""
+    """A run's config: the JSON the pipeline was launched with, plus pipeline parameters.
+
+    Pipeline steps call this first, so it also sets up their logging.
+    """
+    from components.logs import configure
+
+    configure()
     raw = json.loads(config_json) if config_json else yaml.safe_load(DEFAULT_CONFIG.read_text())
     if overrides:
         raw = _merge(raw, _dotted({k: v for k, v in overrides.items() if v is not None}))

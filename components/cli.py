@@ -1,0 +1,239 @@
+"""The ``servicetime`` command line. It only parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from components.config import Config, load_config
+from components.logs import configure
+
+log = logging.getLogger("servicetime")
+
+
+def _overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects key=value, got {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _config(args: argparse.Namespace, extra: dict | None = None) -> Config:
+    over = _overrides(getattr(args, "set", []))
+    if getattr(args, "workspace", None):
+        over["workspace"] = args.workspace
+    over.update(extra or {})
+    cfg = load_config(args.config, over)
+    # Steps run in subprocesses with other working directories: pin the workspace.
+    return cfg.model_copy(update={"workspace": str(Path(cfg.workspace).resolve())})
+
+
+def _data_root(cfg: Config, args: argparse.Namespace) -> str:
+    return getattr(args, "data_root", None) or str(Path(cfg.workspace) / "data")
+
+
+# --- data ---------------------------------------------------------------------------------
+
+def cmd_data_generate(args: argparse.Namespace) -> int:
+    from components.steps.ingest import generate_raw
+
+    extra = {k: v for k, v in {"data.weeks": args.weeks, "data.seed": args.seed}.items() if v is not None}
+    cfg = _config(args, extra)
+    out = args.out or _data_root(cfg, args)
+    started = time.perf_counter()
+    names = generate_raw(cfg.data, out)
+    log.info("generated %d weekly batches (seed %d) under %s/raw in %.1f s", len(names), cfg.data.seed, out,
+             time.perf_counter() - started)
+    return 0
+
+
+def cmd_data_validate(args: argparse.Namespace) -> int:
+    from components.drift import Reference, build_reference
+    from components.simulator import to_parquet_bytes
+    from components.storage import Storage
+    from components.validation import render_markdown, validate_batch
+
+    cfg = _config(args)
+    storage = Storage()
+    try:
+        frame = storage.read_parquet(args.batch)
+    except Exception as exc:
+        print(json.dumps({"accepted": False, "errors": [f"cannot read batch: {exc}"]}))
+        return 2
+    reference = None
+    if args.reference:
+        if args.reference.endswith(".json"):
+            reference = Reference.from_dict(storage.read_json(args.reference))
+        else:
+            reference = build_reference(storage.read_parquet(args.reference))
+    name = Path(args.batch).name.removesuffix(".parquet")
+    result = validate_batch(frame, cfg.validation, reference, batch=name)
+    report = result.report()
+    quarantine = args.quarantine or str(Path(args.report or args.batch).with_suffix("")) + ".quarantine.parquet"
+    if len(result.quarantined_rows):
+        storage.write_bytes(quarantine, to_parquet_bytes(result.quarantined_rows))
+        report["quarantine_uri"] = quarantine
+    text = json.dumps(report, indent=2)
+    if args.report:
+        storage.write_text(args.report, text + "\n")
+        storage.write_text(str(Path(args.report).with_suffix(".md")), render_markdown([report]))
+    print(text)
+    return 0 if result.accepted else 1
+
+
+# --- pipeline ---------------------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from components.datasets import DatasetStore
+    from components.steps.ingest import generate_raw
+    from components.steps.summary import render_text
+    from components.storage import Storage, join
+    from pipelines.local import run_local
+
+    extra = {k: v for k, v in {"train.num_workers": args.workers, "train.epochs": args.epochs,
+                               "data.weeks": args.weeks}.items() if v is not None}
+    cfg = _config(args, extra)
+    data_root = _data_root(cfg, args)
+    if not DatasetStore(data_root).raw_batches():
+        log.info("no data under %s: generating %d weeks with the simulator", data_root, cfg.data.weeks)
+        generate_raw(cfg.data, data_root)
+    run_uri = args.run_uri or join(str(Path(cfg.workspace) / "runs"), time.strftime("%Y%m%d-%H%M%S"))
+    log.info("running the pipeline locally (KFP SubprocessRunner): run %s", run_uri)
+    summary = run_local(cfg, data_root, run_uri, last_weeks=args.last_weeks)
+    summary_path = args.summary or str(Path(cfg.workspace) / "summary.json")
+    Storage().write_json(summary_path, summary)
+    print()
+    print(render_text(summary))
+    print(f"  wall time {summary['wall_seconds']:.0f} s; summary JSON: {summary_path}")
+    return 0 if summary["status"] == "SUCCEEDED" else 1
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from pipelines.submit import compile_pipeline
+
+    print(compile_pipeline(args.out))
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from pipelines.submit import submit
+
+    cfg = _config(args)
+    print(json.dumps(submit(cfg, args.host, recurring_cron=args.cron, experiment=args.experiment,
+                            data_root=args.data_root, namespace=args.namespace), indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """The RayJob entry point: train from a features location, write the result location."""
+    from components.cluster.train_job import train_entrypoint
+
+    train_entrypoint(args.features, args.train_config, args.out)
+    return 0
+
+
+# --- registry ---------------------------------------------------------------------------------
+
+def cmd_model_rollback(args: argparse.Namespace) -> int:
+    from components import tracking
+
+    cfg = _config(args)
+    tracking.setup(cfg)
+    try:
+        out = tracking.rollback(cfg, args.to)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"champion of {out['name']}: version {out['from']} -> {out['to']}")
+    return 0
+
+
+def cmd_model_show(args: argparse.Namespace) -> int:
+    from mlflow import MlflowClient
+
+    from components import tracking
+
+    cfg = _config(args)
+    tracking.setup(cfg)
+    name = tracking.model_name(cfg)
+    client = MlflowClient()
+    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+    for v in versions:
+        aliases = ",".join(v.aliases) if v.aliases else ""
+        print(f"{name} v{v.version:<4} {aliases:<22} run {v.run_id}  data {v.tags.get('data_version', '?')}")
+    if not versions:
+        print(f"no versions of {name} registered in {tracking.tracking_uri(cfg)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="servicetime", description=__doc__)
+    p.add_argument("--config", help="YAML config on top of the defaults")
+    p.add_argument("--workspace", help="local folder for data, runs, MLflow (default: ./workspace)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=3")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="generate and validate data").add_subparsers(dest="data_command", required=True)
+    g = data.add_parser("generate", help="simulate weekly delivery batches")
+    g.add_argument("--weeks", type=int)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--out", help="root URI (local path or s3://bucket/prefix); batches land in <out>/raw")
+    g.set_defaults(func=cmd_data_generate)
+    v = data.add_parser("validate", help="validate one batch; exit 1 when rejected")
+    v.add_argument("batch", help="Parquet batch URI")
+    v.add_argument("--reference", help="reference stats (.json) or a reference batch (.parquet)")
+    v.add_argument("--report", help="where to write the JSON report (a .md summary goes beside it)")
+    v.add_argument("--quarantine", help="where to write quarantined rows (Parquet)")
+    v.set_defaults(func=cmd_data_validate)
+
+    r = sub.add_parser("run", help="run the whole pipeline on the embedded default")
+    r.add_argument("--data-root", help="dataset root URI (default: <workspace>/data)")
+    r.add_argument("--run-uri", help="where the run's step records and summary go")
+    r.add_argument("--summary", help="JSON summary path (default: <workspace>/summary.json)")
+    r.add_argument("--weeks", type=int, help="weeks to simulate when there is no data yet")
+    r.add_argument("--last-weeks", type=int, default=0, help="use only the newest N weeks (0: all)")
+    r.add_argument("--workers", type=int, help="Ray workers (0: train in-process)")
+    r.add_argument("--epochs", type=int)
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("compile", help="write the pipeline YAML")
+    c.add_argument("--out", default="servicetime-pipeline.yaml")
+    c.set_defaults(func=cmd_compile)
+    s = sub.add_parser("submit", help="create a run (or a recurring run) on a KFP endpoint")
+    s.add_argument("--host", required=True, help="KFP API URL, e.g. http://localhost:8081 through the SSH tunnel")
+    s.add_argument("--cron", help="create a recurring run with this cron schedule instead of one run")
+    s.add_argument("--experiment", default="servicetime")
+    s.add_argument("--data-root", help="dataset root on the cluster (default: s3://<data bucket>)")
+    s.add_argument("--namespace", default=None, help="KFP namespace (multi-user installs only)")
+    s.set_defaults(func=cmd_submit)
+    t = sub.add_parser("train", help="train from prepared features (the RayJob entry point)")
+    t.add_argument("--features", required=True)
+    t.add_argument("--config", dest="train_config", required=True)
+    t.add_argument("--out", required=True)
+    t.set_defaults(func=cmd_train)
+
+    m = sub.add_parser("model", help="the model registry").add_subparsers(dest="model_command", required=True)
+    rb = m.add_parser("rollback", help="move the champion alias back to the previous champion")
+    rb.add_argument("--to", help="a specific version instead of the previous champion")
+    rb.set_defaults(func=cmd_model_rollback)
+    m.add_parser("list", help="registered versions and their aliases").set_defaults(func=cmd_model_show)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure()
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

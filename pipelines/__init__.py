@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines: thin component wrappers, the DAG, and how to run it locally or on a cluster."""

@@ -1,0 +1,119 @@
+"""Thin KFP components: resolve artifact paths, call one library step, write outputs.
+
+Lightweight Python components with the project image as ``base_image`` and
+``install_kfp_package=False``; the project is imported inside each body, so the
+same component runs in KFP's local SubprocessRunner and in a cluster pod.
+(No ``from __future__ import annotations`` here: KFP reads the real types.)
+"""
+
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+from components.platform import platform
+
+IMAGE = platform().image.ref
+component = dsl.component(base_image=IMAGE, install_kfp_package=False)
+
+
+@component
+def ingest_op(config_json: str, data_root: str, last_weeks: int, run_uri: str, dataset: Output[Dataset]) -> str:
+    from components.config import config_with
+    from components.steps.ingest import ingest
+
+    config_with(config_json)  # sets up logging; ingest itself needs no settings
+
+    out = ingest(data_root, dataset.path, last_weeks, run_uri)
+    dataset.metadata.update({"version": out["data_version"], "rows": out["rows"], "weeks": out["weeks"]})
+    return out["data_version"]
+
+
+@component
+def validate_op(config_json: str, data_root: str, data_version: str, fail_on_rejected: bool, run_uri: str,
+                clean: Output[Dataset], report: Output[Markdown]) -> str:
+    from components.config import config_with
+    from components.steps.validate import validate_dataset
+
+    out = validate_dataset(config_with(config_json), data_root, data_version, clean.path, report.path,
+                           fail_on_rejected=fail_on_rejected, run_uri=run_uri)
+    clean.metadata.update({k: out[k] for k in ("rows_in", "rows_accepted", "rows_quarantined", "clean_version")})
+    return out["clean_version"]
+
+
+@component
+def features_op(config_json: str, run_uri: str, clean: Input[Dataset], features: Output[Dataset]):
+    from pathlib import Path
+
+    from components.config import config_with
+    from components.steps.featurize import featurize
+
+    out = featurize(config_with(config_json), Path(clean.path) / "clean.parquet", features.path, run_uri)
+    features.metadata.update({"rows": out["rows"]})
+
+
+@component
+def train_op(config_json: str, num_workers: int, epochs: int, data_version: str, run_uri: str,
+             features: Input[Dataset], model: Output[Model], metrics: Output[Metrics]) -> NamedTuple("TrainOutputs", [("run_id", str), ("model_version", str)]):
+    from components.config import config_with
+    from components.steps.train import train_step
+
+    cfg = config_with(config_json, {"train.num_workers": num_workers, "train.epochs": epochs})
+    out = train_step(cfg, features.path, model.path, data_version, run_uri)
+    model.metadata.update({"model_uri": out["model_uri"], "version": out["model_version"], "run_id": out["run_id"]})
+    for key in ("best_val_mae_s", "train_seconds", "samples_per_s"):
+        metrics.log_metric(key, float(out[key]))
+    from collections import namedtuple
+
+    return namedtuple("TrainOutputs", ["run_id", "model_version"])(out["run_id"], out["model_version"])
+
+
+@component
+def evaluate_op(config_json: str, min_improvement: float, max_slice_regression: float, run_id: str, run_uri: str,
+                features: Input[Dataset], model: Input[Model], report: Output[Markdown], evaluation: Output[Artifact],
+                metrics: Output[Metrics]) -> bool:
+    # One plain output (blessed) keeps dsl.If resolvable by the local runner as well as on the cluster.
+    from pathlib import Path
+
+    from components.config import config_with
+    from components.evaluate import inline_images
+    from components.steps.evaluate import evaluate_step
+
+    cfg = config_with(config_json, {"eval.min_improvement_vs_baseline": min_improvement,
+                                    "eval.max_slice_regression": max_slice_regression})
+    out = evaluate_step(cfg, features.path, model.path, evaluation.path, run_id, run_uri)
+    Path(report.path).write_text(inline_images(Path(evaluation.path) / "report.md"))  # one self-contained file for the UI
+    for name, m in out["metrics"].items():
+        if m:
+            metrics.log_metric(f"{name}_mae_s", m["mae"])
+    metrics.log_metric("candidate_delay_std_s", out["route_kpi"]["candidate"]["delay_std_s"])
+    return bool(out["blessed"])
+
+
+@component
+def register_op(config_json: str, model_version: str, run_uri: str) -> str:
+    from components.config import config_with
+    from components.steps.register import promote_step
+
+    return promote_step(config_with(config_json), model_version, run_uri)["version"]
+
+
+@component
+def deploy_op(config_json: str, run_uri: str, features: Input[Dataset], metrics: Input[Metrics]) -> str:
+    from components.config import config_with
+    from components.steps.deploy import deploy_step
+
+    expected_mae = float(metrics.metadata["candidate_mae_s"])
+    return str(deploy_step(config_with(config_json), features.path, expected_mae, run_uri)["version"])
+
+
+@component
+def summary_op(run_uri: str, status: dsl.PipelineTaskFinalStatus) -> str:
+    import json
+
+    from components.steps.summary import summarize
+
+    summary = summarize(run_uri, status.state, status.error_message or None)
+    print(json.dumps({k: summary[k] for k in ("status", "data_version", "rows", "verdict")}, indent=1))
+    return summary["status"]

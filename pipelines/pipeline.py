@@ -1,0 +1,64 @@
+"""The DAG: ingest -> validate -> features -> train -> evaluate -> if blessed: register -> deploy.
+
+An exit handler records the run's outcome whatever happens; steps that touch
+the network retry with backoff; caching is off because the inputs are URIs
+whose contents change between runs. ``make_pipeline`` takes a hook applied to
+every task, which is how the cluster build adds its environment and Secrets.
+"""
+
+
+from typing import Callable
+
+from kfp import dsl
+
+from pipelines import ops
+
+NETWORK_RETRY = {"num_retries": 2, "backoff_duration": "5s", "backoff_factor": 2.0}
+TaskHook = Callable[[dsl.PipelineTask], None]
+
+
+def make_pipeline(hook: TaskHook | None = None, name: str = "servicetime"):
+    def task(t: dsl.PipelineTask, retry: bool = False) -> dsl.PipelineTask:
+        t.set_caching_options(False)
+        if retry:
+            t.set_retry(**NETWORK_RETRY)
+        if hook:
+            hook(t)
+        return t
+
+    @dsl.pipeline(name=name, description="Delivery service-time model: data to deployed champion")
+    def servicetime_pipeline(
+        data_root: str,
+        run_uri: str,
+        config_json: str = "",
+        last_weeks: int = 0,
+        num_workers: int = 2,
+        epochs: int = 12,
+        min_improvement: float = 0.10,
+        max_slice_regression: float = 0.10,
+        fail_on_rejected: bool = True,
+    ):
+        exit_task = task(ops.summary_op(run_uri=run_uri))
+        with dsl.ExitHandler(exit_task, name="record-outcome"):
+            ingest = task(ops.ingest_op(config_json=config_json, data_root=data_root, last_weeks=last_weeks,
+                                        run_uri=run_uri), retry=True)
+            validate = task(ops.validate_op(config_json=config_json, data_root=data_root, data_version=ingest.outputs["Output"],
+                                            fail_on_rejected=fail_on_rejected, run_uri=run_uri))
+            features = task(ops.features_op(config_json=config_json, run_uri=run_uri, clean=validate.outputs["clean"]))
+            train = task(ops.train_op(config_json=config_json, num_workers=num_workers, epochs=epochs,
+                                      data_version=validate.outputs["Output"], run_uri=run_uri,
+                                      features=features.outputs["features"]), retry=True)
+            evaluate = task(ops.evaluate_op(config_json=config_json, min_improvement=min_improvement,
+                                            max_slice_regression=max_slice_regression, run_id=train.outputs["run_id"],
+                                            run_uri=run_uri, features=features.outputs["features"],
+                                            model=train.outputs["model"]), retry=True)
+            with dsl.If(evaluate.outputs["Output"] == True, name="blessed"):  # noqa: E712 (KFP condition syntax)
+                register = task(ops.register_op(config_json=config_json, model_version=train.outputs["model_version"],
+                                                run_uri=run_uri), retry=True)
+                task(ops.deploy_op(config_json=config_json, run_uri=run_uri, features=features.outputs["features"],
+                                   metrics=evaluate.outputs["metrics"]), retry=True).after(register)
+
+    return servicetime_pipeline
+
+
+servicetime_pipeline = make_pipeline()

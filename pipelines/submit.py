@@ -1,0 +1,94 @@
+"""Compile the pipeline, and submit runs to a KFP endpoint with the cluster's settings."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+from components.config import Config
+from components.platform import platform
+
+# Secret created by the bootstrap (infra/bootstrap.sh); pipeline pods read S3 credentials from it.
+S3_SECRET = "servicetime-s3"
+S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+
+
+def compile_pipeline(out: str | Path) -> str:
+    from kfp import compiler
+
+    from pipelines.pipeline import servicetime_pipeline
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(servicetime_pipeline, str(out))
+    return str(out)
+
+
+def cluster_config(cfg: Config) -> Config:
+    """The same config with the cluster's services: MLflow, MinIO, KubeRay, Kubernetes deploys."""
+    p = platform()
+    ns = p.namespace
+    return cfg.model_copy(update={
+        "workspace": "/tmp/servicetime",
+        "storage": cfg.storage.model_copy(update={"endpoint_url": f"http://minio.{ns}.svc:{p.ports.s3}"}),
+        "tracking": cfg.tracking.model_copy(update={"tracking_uri": f"http://mlflow.{ns}.svc:{p.ports.mlflow}"}),
+        "train": cfg.train.model_copy(update={"backend": "kuberay",
+                                              "checkpoint_uri": f"s3://{p.buckets.artifacts}/checkpoints"}),
+        "deploy": cfg.deploy.model_copy(update={"backend": "kubernetes", "namespace": ns,
+                                                "prometheus_url": f"http://prometheus.{ns}.svc:{p.ports.prometheus}"}),
+    })
+
+
+def pipeline_env(cfg: Config) -> dict[str, str]:
+    p = platform()
+    return {"AWS_ENDPOINT_URL": cfg.storage.endpoint_url or "", "MLFLOW_S3_ENDPOINT_URL": cfg.storage.endpoint_url or "",
+            "MLFLOW_TRACKING_URI": cfg.tracking.tracking_uri or "", "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
+            "SERVICETIME_NAMESPACE": p.namespace}
+
+
+def submit(cfg: Config, host: str, recurring_cron: str | None = None, experiment: str = "servicetime",
+           data_root: str | None = None, namespace: str | None = None) -> dict:
+    """Create a run (or a recurring run) through ``kfp.Client`` with the cluster's settings."""
+    import tempfile
+
+    import kfp
+
+    ccfg = cluster_config(cfg)
+    p = platform()
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    arguments = {
+        "data_root": data_root or f"s3://{p.buckets.data}",
+        "run_uri": f"s3://{p.buckets.artifacts}/runs/{run_id}",
+        "config_json": ccfg.model_dump_json(),
+        "num_workers": ccfg.train.num_workers,
+        "epochs": ccfg.train.epochs,
+    }
+    client = kfp.Client(host=host, namespace=namespace)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_cluster_pipeline(Path(tmp) / "servicetime.yaml", ccfg)
+        exp = client.create_experiment(experiment, namespace=namespace)
+        if recurring_cron:
+            job = client.create_recurring_run(experiment_id=exp.experiment_id, job_name=f"servicetime-{recurring_cron}",
+                                              cron_expression=recurring_cron, pipeline_package_path=str(package),
+                                              params=arguments, enable_caching=False)
+            return {"recurring_run_id": job.recurring_run_id, "cron": recurring_cron, "arguments": {**arguments, "config_json": "..."}}
+        run = client.create_run_from_pipeline_package(str(package), arguments=arguments, run_name=f"servicetime-{run_id}",
+                                                      experiment_name=experiment, namespace=namespace, enable_caching=False)
+    return {"run_id": run.run_id, "url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}", "run_uri": arguments["run_uri"]}
+
+
+def compile_cluster_pipeline(out: Path, cfg: Config) -> Path:
+    """Compile with the cluster's environment on every task: endpoints as values, credentials from a Secret."""
+    from kfp import compiler, dsl, kubernetes
+
+    from pipelines.pipeline import make_pipeline
+
+    env = pipeline_env(cfg)
+
+    def configure(task: dsl.PipelineTask) -> None:
+        for key, value in env.items():
+            task.set_env_variable(key, value)
+        kubernetes.use_secret_as_env(task, secret_name=S3_SECRET, secret_key_to_env=S3_SECRET_KEYS)
+
+    compiler.Compiler().compile(make_pipeline(configure, name="servicetime-cluster"), str(out))
+    return out
