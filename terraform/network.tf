@@ -1,0 +1,79 @@
+# Two NICs per node: sharednet1 (internet, SSH, the floating IP) and a private
+# network that carries all cluster traffic (k3s API, flannel VXLAN, kubelet).
+
+data "openstack_networking_network_v2" "sharednet1" {
+  name = "sharednet1"
+}
+
+resource "openstack_networking_network_v2" "private" {
+  name           = "${local.suffix}-net"
+  admin_state_up = true
+}
+
+resource "openstack_networking_subnet_v2" "private" {
+  name       = "${local.suffix}-subnet"
+  network_id = openstack_networking_network_v2.private.id
+  cidr       = var.private_cidr
+  ip_version = 4
+  # No gateway: the default route must stay on sharednet1.
+  no_gateway  = true
+  enable_dhcp = true
+}
+
+# Only SSH is open to the world; the UIs are reached through SSH tunnels.
+resource "openstack_networking_secgroup_v2" "ssh" {
+  name        = "${local.suffix}-ssh"
+  description = "SSH from anywhere (servicetime, ${var.user})"
+}
+
+resource "openstack_networking_secgroup_rule_v2" "ssh" {
+  security_group_id = openstack_networking_secgroup_v2.ssh.id
+  direction         = "ingress"
+  ethertype         = "IPv4"
+  protocol          = "tcp"
+  port_range_min    = 22
+  port_range_max    = 22
+  remote_ip_prefix  = "0.0.0.0/0"
+}
+
+# Everything between nodes, and nothing from outside the private network.
+resource "openstack_networking_secgroup_v2" "cluster" {
+  name        = "${local.suffix}-cluster"
+  description = "All traffic inside the private cluster network (servicetime, ${var.user})"
+}
+
+resource "openstack_networking_secgroup_rule_v2" "cluster" {
+  security_group_id = openstack_networking_secgroup_v2.cluster.id
+  direction         = "ingress"
+  ethertype         = "IPv4"
+  remote_ip_prefix  = var.private_cidr
+}
+
+resource "openstack_networking_port_v2" "shared" {
+  for_each = local.nodes
+
+  name               = "${local.suffix}-${each.key}-shared"
+  network_id         = data.openstack_networking_network_v2.sharednet1.id
+  security_group_ids = [openstack_networking_secgroup_v2.ssh.id]
+  admin_state_up     = true
+}
+
+resource "openstack_networking_port_v2" "private" {
+  for_each = local.nodes
+
+  name               = "${local.suffix}-${each.key}-private"
+  network_id         = openstack_networking_network_v2.private.id
+  security_group_ids = [openstack_networking_secgroup_v2.cluster.id]
+  admin_state_up     = true
+
+  fixed_ip {
+    subnet_id  = openstack_networking_subnet_v2.private.id
+    ip_address = each.value.ip
+  }
+}
+
+resource "openstack_networking_floatingip_v2" "server" {
+  pool        = "public"
+  description = "${local.suffix} control plane"
+  port_id     = openstack_networking_port_v2.shared["server"].id
+}

@@ -1,0 +1,58 @@
+locals {
+  fip         = openstack_networking_floatingip_v2.server.address
+  ssh_target  = "cc@${local.fip}"
+  tunnel_args = [for name, port in local.ui_ports : "-L ${port}:${local.server_ip}:${port}"]
+}
+
+output "floating_ip" {
+  description = "Public address of the control-plane node."
+  value       = local.fip
+}
+
+output "ssh_command" {
+  description = "SSH into the control plane."
+  value       = "${local.ssh_base} ${local.ssh_target}"
+}
+
+output "cloud_init_wait_command" {
+  description = "Wait until k3s and the platform bootstrap have finished on the control plane."
+  value       = "${local.ssh_base} ${local.ssh_target} 'cloud-init status --wait; sudo tail -n 20 /var/log/cloud-init-output.log'"
+}
+
+output "tunnel_command" {
+  description = "One SSH tunnel for every UI and the Kubernetes API (leave it running)."
+  value       = "${local.ssh_base} -N ${join(" ", local.tunnel_args)} -L 6443:127.0.0.1:6443 ${local.ssh_target}"
+}
+
+output "tunnel_commands" {
+  description = "One SSH tunnel per UI."
+  value = {
+    for name, port in local.ui_ports :
+    name => "${local.ssh_base} -N -L ${port}:${local.server_ip}:${port} ${local.ssh_target}"
+  }
+}
+
+output "ui_urls" {
+  description = "UI addresses on this machine while the tunnel runs."
+  value       = { for name, port in local.ui_ports : name => "http://localhost:${port}" }
+}
+
+output "kfp_url" {
+  description = "Kubeflow Pipelines UI/API through the tunnel."
+  value       = "http://localhost:${local.ui_ports.kfp}"
+}
+
+output "kubeconfig_command" {
+  description = "Fetch the kubeconfig; it points at 127.0.0.1:6443, reached through the tunnel."
+  value       = "${local.ssh_base} ${local.ssh_target} 'sudo cat /etc/rancher/k3s/k3s.yaml' > kubeconfig.yaml && chmod 600 kubeconfig.yaml && export KUBECONFIG=$PWD/kubeconfig.yaml"
+}
+
+output "node_private_ips" {
+  description = "Private cluster address of every node."
+  value       = { for key, node in local.nodes : key => node.ip }
+}
+
+output "reserved_flavor_ids" {
+  description = "Reserved flavor (= reservation) id used by each node pool."
+  value       = local.flavor_ids
+}

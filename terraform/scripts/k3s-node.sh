@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Runs once per node from cloud-init: installs the pinned k3s release as the
+# server (first node) or as an agent that joins it, both bound to the private
+# network. Facts come from the env file Terraform rendered.
+set -euo pipefail
+
+ENV_FILE="${1:-/etc/servicetime/cluster.env}"
+# shellcheck source=/dev/null
+. "$ENV_FILE"
+: "${K3S_ROLE:?}" "${K3S_VERSION:?}" "${K3S_TOKEN:?}" "${NODE_IP:?}" "${NODE_MAC:?}"
+: "${PRIVATE_PREFIX:?}" "${SERVER_IP:?}" "${REGISTRY_HOST:?}"
+
+log() { echo "servicetime-k3s: $*"; }
+
+# Interface names differ between images; the private port's MAC does not.
+private_iface() {
+  local dev
+  for dev in /sys/class/net/*; do
+    if [ "$(cat "$dev/address" 2>/dev/null)" = "${NODE_MAC,,}" ]; then
+      basename "$dev"
+      return 0
+    fi
+  done
+  return 1
+}
+
+has_ip() { ip -4 -o addr show dev "$1" | grep -q "inet ${NODE_IP}/"; }
+
+iface=""
+for _ in $(seq 1 60); do
+  if iface="$(private_iface)"; then break; fi
+  sleep 2
+done
+[ -n "$iface" ] || { log "no interface has MAC $NODE_MAC"; exit 1; }
+
+for _ in $(seq 1 30); do
+  if has_ip "$iface"; then break; fi
+  sleep 2
+done
+# If the image did not bring the second NIC up with DHCP, pin the address
+# Terraform assigned (persistently, so a reboot keeps the cluster).
+if ! has_ip "$iface"; then
+  log "configuring $NODE_IP/$PRIVATE_PREFIX on $iface"
+  printf 'network:\n  version: 2\n  ethernets:\n    %s:\n      dhcp4: false\n      addresses: [%s/%s]\n' \
+    "$iface" "$NODE_IP" "$PRIVATE_PREFIX" >/etc/netplan/60-servicetime-private.yaml
+  chmod 0600 /etc/netplan/60-servicetime-private.yaml
+  netplan apply
+  has_ip "$iface" || { log "$iface still lacks $NODE_IP"; exit 1; }
+fi
+
+# Host tools (image pushes from the control plane) resolve the registry too.
+registry_name="${REGISTRY_HOST%%:*}"
+grep -qE "[[:space:]]${registry_name//./\\.}([[:space:]]|\$)" /etc/hosts ||
+  echo "$SERVER_IP $registry_name" >>/etc/hosts
+
+# The installer is taken from the same tag as the binary it installs.
+installer="$(mktemp)"
+trap 'rm -f "$installer"' EXIT
+curl -sfL --retry 10 --retry-delay 5 -o "$installer" \
+  "https://raw.githubusercontent.com/k3s-io/k3s/${K3S_VERSION/+/%2B}/install.sh"
+
+args=(--node-ip "$NODE_IP" --flannel-iface "$iface")
+for label in ${NODE_LABELS:-}; do
+  args+=(--node-label "$label")
+done
+
+export INSTALL_K3S_VERSION="$K3S_VERSION" K3S_TOKEN
+if [ "$K3S_ROLE" = server ]; then
+  log "installing k3s $K3S_VERSION server on $NODE_IP ($iface)"
+  sh "$installer" server "${args[@]}" --tls-san "$NODE_IP"
+else
+  log "installing k3s $K3S_VERSION agent on $NODE_IP ($iface), joining $SERVER_IP"
+  # The agent service keeps retrying until the server answers.
+  K3S_URL="https://${SERVER_IP}:6443" sh "$installer" agent "${args[@]}"
+fi

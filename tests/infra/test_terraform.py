@@ -1,0 +1,559 @@
+"""Offline checks of terraform/: HCL invariants, the cloud-init user-data,
+the shell scripts, and the lease script against a fake openstack CLI.
+
+Nothing here reaches a network: providers are never initialised, and
+Terraform itself (when installed) only formats files and renders a template.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import hcl2
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TF_DIR = ROOT / "terraform"
+TEMPLATE = TF_DIR / "cloud-init" / "node.yaml.tftpl"
+PLATFORM = yaml.safe_load((ROOT / "components" / "platform.yaml").read_text())
+
+TF_FILES = sorted(TF_DIR.glob("*.tf"))
+SCRIPTS = sorted(TF_DIR.rglob("*.sh"))
+PUBLIC = {"0.0.0.0/0", "::/0"}
+SUFFIX_REF = "local.suffix"
+TERRAFORM = shutil.which("terraform")
+# Terraform must not phone home (version checkpoint) during tests.
+TF_ENV = {**os.environ, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1", "TF_CLI_CONFIG_FILE": os.devnull}
+
+
+# --------------------------------------------------------------------------
+# HCL helpers
+# --------------------------------------------------------------------------
+
+
+def _unquote(value):
+    """python-hcl2 8 keeps string quotes unless told otherwise; strip them anyway."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    if isinstance(value, dict):
+        return {_unquote(k): _unquote(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unquote(v) for v in value]
+    return value
+
+
+def _load(path: Path) -> dict:
+    options = getattr(hcl2, "SerializationOptions", None)
+    with path.open() as fh:
+        if options is None:
+            return _unquote(hcl2.load(fh))
+        opts = options(strip_string_quotes=True, with_comments=False, explicit_blocks=False)
+        return _unquote(hcl2.load(fh, serialization_options=opts))
+
+
+@pytest.fixture(scope="module")
+def hcl() -> dict[str, list]:
+    """All top-level blocks of all .tf files, merged by block type."""
+    assert TF_FILES, "no .tf files under terraform/"
+    merged: dict[str, list] = {}
+    for path in TF_FILES:
+        for kind, items in _load(path).items():
+            merged.setdefault(kind, []).extend(items)
+    return merged
+
+
+def _labelled(hcl: dict, kind: str) -> dict[str, dict]:
+    """{name: body} for single-label blocks (variable, output)."""
+    return {name: body for item in hcl.get(kind, []) for name, body in item.items()}
+
+
+def _resources(hcl: dict, kind: str = "resource") -> list[tuple[str, str, dict]]:
+    return [
+        (rtype, rname, body)
+        for item in hcl.get(kind, [])
+        for rtype, named in item.items()
+        for rname, body in named.items()
+    ]
+
+
+def _locals(hcl: dict) -> dict:
+    merged: dict = {}
+    for block in hcl.get("locals", []):
+        merged.update(block)
+    return merged
+
+
+# --------------------------------------------------------------------------
+# versions, provider, variables
+# --------------------------------------------------------------------------
+
+PINNED = re.compile(r"^\s*(~>\s*\d+\.\d+(\.\d+)?|=?\s*\d+\.\d+\.\d+)\s*$")
+
+
+def test_versions_are_pinned(hcl):
+    (terraform,) = hcl["terraform"]
+    required = terraform["required_version"]
+    assert ">=" in required and "<" in required or "~>" in required, required
+    providers = {}
+    for block in terraform["required_providers"]:
+        providers.update(block)
+    assert providers["openstack"]["source"] == "terraform-provider-openstack/openstack"
+    assert {"openstack", "random", "external"} <= set(providers)
+    for name, spec in providers.items():
+        assert spec.get("source"), f"provider {name} has no source"
+        assert PINNED.match(spec.get("version", "")), f"provider {name} is not pinned: {spec.get('version')!r}"
+
+
+def test_provider_uses_clouds_yaml_on_kvm_tacc(hcl):
+    (provider,) = [p["openstack"] for p in hcl["provider"] if "openstack" in p]
+    assert provider["cloud"] == "${var.os_cloud}"
+    assert provider["region"] == "${var.region}"
+    assert set(provider) == {"cloud", "region"}, "credentials belong in clouds.yaml, not in the provider block"
+    variables = _labelled(hcl, "variable")
+    assert variables["region"]["default"] == "KVM@TACC"
+    text = "\n".join(p.read_text() for p in TF_FILES)
+    secrets = re.findall(r"^\s*(password|application_credential_\w+|token|user_name)\s*=", text, re.MULTILINE)
+    assert not secrets, f"credentials in .tf files: {secrets}"
+
+
+CONSTRAINED = {
+    "user",
+    "key_pair",
+    "node_count",
+    "gpu_count",
+    "lease_hours",
+    "reservation_id",
+    "gpu_reservation_id",
+    "private_cidr",
+    "repo_url",
+    "repo_ref",
+}
+
+
+def test_variables_have_description_type_and_validation(hcl):
+    variables = _labelled(hcl, "variable")
+    assert variables
+    for name, body in variables.items():
+        assert str(body.get("description", "")).strip(), f"variable {name} has no description"
+        assert body.get("type"), f"variable {name} has no type"
+    for name in CONSTRAINED:
+        rules = variables[name].get("validation")
+        assert rules, f"variable {name} needs a validation block"
+        for rule in rules:
+            assert rule.get("condition") and rule.get("error_message"), name
+    assert "var.node_count >= 1" in variables["node_count"]["validation"][0]["condition"]
+    assert "contains([0, 1], var.gpu_count)" in variables["gpu_count"]["validation"][0]["condition"]
+
+
+def test_tfvars_example_sets_only_declared_variables(hcl):
+    declared = set(_labelled(hcl, "variable"))
+    example = (TF_DIR / "terraform.tfvars.example").read_text()
+    used = set(re.findall(r"^\s*#?\s*([a-z_]+)\s*=", example, re.MULTILINE))
+    assert used, "terraform.tfvars.example sets nothing"
+    assert used <= declared, f"unknown variables in the example: {used - declared}"
+    required = {n for n, b in _labelled(hcl, "variable").items() if "default" not in b}
+    uncommented = set(re.findall(r"^([a-z_]+)\s*=", example, re.MULTILINE))
+    assert required <= uncommented, f"example must set every required variable: {required - uncommented}"
+
+
+# --------------------------------------------------------------------------
+# names, security groups, network
+# --------------------------------------------------------------------------
+
+
+def test_suffix_is_derived_from_user(hcl):
+    assert _locals(hcl)["suffix"] == "servicetime-${var.user}"
+
+
+def test_every_resource_name_carries_the_suffix(hcl):
+    named = [(t, n, b["name"]) for t, n, b in _resources(hcl) if "name" in b]
+    assert len(named) >= 7
+    for rtype, rname, value in named:
+        assert SUFFIX_REF in str(value), f"{rtype}.{rname} name {value!r} lacks the per-user suffix"
+    # resources without a name argument still say whose they are
+    (fip,) = [b for t, _, b in _resources(hcl) if t == "openstack_networking_floatingip_v2"]
+    assert SUFFIX_REF in fip["description"]
+
+
+def test_only_ssh_is_open_to_the_world(hcl):
+    rules = [(n, b) for t, n, b in _resources(hcl) if t == "openstack_networking_secgroup_rule_v2"]
+    assert rules
+    public = []
+    for name, rule in rules:
+        prefix = rule.get("remote_ip_prefix")
+        anywhere = prefix in PUBLIC or (prefix is None and rule.get("remote_group_id") is None)
+        if not anywhere or rule.get("direction") == "egress":
+            continue
+        public.append(name)
+        assert rule.get("protocol") == "tcp", f"rule {name} opens more than TCP to the world"
+        assert (rule.get("port_range_min"), rule.get("port_range_max")) == (22, 22), (
+            f"rule {name} opens ports other than 22 to the world"
+        )
+    assert public == ["ssh"]
+    (cluster,) = [b for n, b in rules if n == "cluster"]
+    assert cluster["remote_ip_prefix"] == "${var.private_cidr}"
+
+
+def test_ports_keep_port_security(hcl):
+    ports = [(n, b) for t, n, b in _resources(hcl) if t == "openstack_networking_port_v2"]
+    assert {n for n, _ in ports} == {"shared", "private"}
+    for name, port in ports:
+        assert port.get("port_security_enabled", True) is not False, name
+        assert port.get("security_group_ids"), f"port {name} has no security group"
+    network = {n: b for t, n, b in _resources(hcl, "data") if t == "openstack_networking_network_v2"}
+    assert network["sharednet1"]["name"] == "sharednet1"
+    (fip,) = [b for t, _, b in _resources(hcl) if t == "openstack_networking_floatingip_v2"]
+    assert fip["pool"] == "public"
+    assert "shared" in fip["port_id"] and "server" in fip["port_id"]
+    (subnet,) = [b for t, _, b in _resources(hcl) if t == "openstack_networking_subnet_v2"]
+    assert subnet["no_gateway"] is True, "the default route must stay on sharednet1"
+
+
+# --------------------------------------------------------------------------
+# lease, instances, outputs, single source of truth
+# --------------------------------------------------------------------------
+
+
+def test_lease_is_created_and_destroyed_by_terraform(hcl):
+    (lease,) = [b for t, n, b in _resources(hcl) if t == "terraform_data" and n == "lease"]
+    provisioners = [p["local-exec"] for p in lease["provisioner"]]
+    create = [p for p in provisioners if p.get("when") != "destroy"]
+    destroy = [p for p in provisioners if p.get("when") == "destroy"]
+    assert len(create) == len(destroy) == 1
+    assert "lease.sh" in lease["input"]["script"]
+    assert create[0]["command"].endswith(" create") and destroy[0]["command"].endswith(" delete")
+    # destroy-time provisioners may only use self
+    for value in destroy[0]["environment"].values():
+        assert value.startswith("${self."), value
+    (reader,) = [b for t, n, b in _resources(hcl, "data") if t == "external"]
+    assert reader["program"][-1] == "show" and "lease.sh" in reader["program"][1]
+    assert "terraform_data.lease" in reader["for_each"]
+    flavor_ids = _locals(hcl)["flavor_ids"]
+    assert "reservation_id" in flavor_ids and "data.external.lease" in flavor_ids
+
+
+def test_instances_use_reserved_flavor_and_cloud_init(hcl):
+    (node,) = [b for t, _, b in _resources(hcl) if t == "openstack_compute_instance_v2"]
+    assert "local.flavor_ids" in node["flavor_id"]
+    assert node["key_pair"] == "${var.key_pair}"
+    assert "each.value.image" in node["image_name"]
+    assert "templatefile(" in node["user_data"] and "node.yaml.tftpl" in node["user_data"]
+    assert len(node["network"]) == 2
+    variables = _labelled(hcl, "variable")
+    assert variables["image"]["default"] == "CC-Ubuntu24.04"
+
+
+EXPECTED_OUTPUTS = {
+    "floating_ip",
+    "ssh_command",
+    "tunnel_command",
+    "tunnel_commands",
+    "ui_urls",
+    "kfp_url",
+    "kubeconfig_command",
+    "cloud_init_wait_command",
+}
+
+
+def test_expected_outputs(hcl):
+    outputs = _labelled(hcl, "output")
+    assert EXPECTED_OUTPUTS <= set(outputs), EXPECTED_OUTPUTS - set(outputs)
+    for name, body in outputs.items():
+        assert str(body.get("description", "")).strip(), f"output {name} has no description"
+    ui = _locals(hcl)["ui_ports"]
+    for key in ("kfp_ui", "mlflow", "grafana", "prometheus", "s3_console"):
+        assert f"local.ports.{key}" in str(ui), f"no tunnel for {key}"
+    assert "6443" in outputs["tunnel_command"]["value"], "the k8s API needs a tunnel for the kubeconfig"
+    assert "k3s.yaml" in outputs["kubeconfig_command"]["value"]
+
+
+def test_platform_facts_come_from_platform_yaml(hcl):
+    platform = _locals(hcl)["platform"]
+    assert "yamldecode(file(" in platform and "components/platform.yaml" in platform
+    sources = [*TF_FILES, TEMPLATE]
+    text = "\n".join(p.read_text() for p in sources)
+    facts = [str(p) for p in PLATFORM["ports"].values()]
+    facts += [PLATFORM["versions"]["k3s"], PLATFORM["image"]["repository"].split("/")[0]]
+    for fact in facts:
+        assert not re.search(rf"(?<![\w.]){re.escape(fact)}(?![\w.])", text), f"{fact!r} is written by hand"
+
+
+# --------------------------------------------------------------------------
+# cloud-init
+# --------------------------------------------------------------------------
+
+
+def _template_vars(role: str) -> dict[str, str]:
+    """The values instances.tf passes to templatefile, for one sample node."""
+    return {
+        "role": role,
+        "node_ip": "192.168.50.10" if role == "server" else "192.168.50.11",
+        "node_mac": "fa:16:3e:00:00:01",
+        "node_labels": "" if role == "server" else "servicetime/gpu=true",
+        "private_prefix": "24",
+        "server_ip": "192.168.50.10",
+        "expected_nodes": "3",
+        "k3s_version": PLATFORM["versions"]["k3s"],
+        "k3s_token": "a" * 48,
+        "registry_host": PLATFORM["image"]["repository"].split("/")[0],
+        "registry_port": str(PLATFORM["ports"]["registry"]),
+        "namespace": PLATFORM["namespace"],
+        "image": f"{PLATFORM['image']['repository']}:{PLATFORM['image']['tag']}",
+        "repo_url": "https://github.com/example/servicetime.git",
+        "repo_ref": "main",
+        "k3s_node_b64": base64.b64encode((TF_DIR / "scripts/k3s-node.sh").read_bytes()).decode(),
+        "handoff_b64": base64.b64encode((TF_DIR / "scripts/bootstrap-handoff.sh").read_bytes()).decode(),
+    }
+
+
+def render(template: str, values: dict[str, str]) -> str:
+    """templatefile for the subset the templates use: ${name} and $${ escapes."""
+    assert "%{" not in template, "keep templates to plain ${name} placeholders"
+
+    def sub(match: re.Match) -> str:
+        if match.group(0).startswith("$${"):
+            return match.group(0)[1:]
+        return values[match.group(1)]
+
+    return re.sub(r"\$?\$\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}", sub, template)
+
+
+def test_template_placeholders_are_passed_by_terraform():
+    placeholders = set(re.findall(r"(?<!\$)\$\{\s*([A-Za-z_]\w*)\s*\}", TEMPLATE.read_text()))
+    instances = (TF_DIR / "instances.tf").read_text()
+    call = instances[instances.index("templatefile(") :]
+    passed = set(re.findall(r"^\s*([a-z_0-9]+)\s*=", call[: call.index("})")], re.MULTILINE))
+    assert placeholders == passed == set(_template_vars("server"))
+
+
+@pytest.mark.parametrize("role", ["server", "agent"])
+def test_cloud_init_is_valid(role, tmp_path):
+    assert shutil.which("cloud-init"), "cloud-init is required (Debian package cloud-init)"
+    values = _template_vars(role)
+    rendered = render(TEMPLATE.read_text(), values)
+    assert "${" not in rendered
+    assert rendered.startswith("#cloud-config\n")
+    config = yaml.safe_load(rendered)
+
+    files = {f["path"]: f for f in config["write_files"]}
+    env = files["/etc/servicetime/cluster.env"]
+    assert env["permissions"] == "0600", "the join token must not be world-readable"
+    assert f'K3S_ROLE="{role}"' in env["content"]
+    assert f'K3S_VERSION="{PLATFORM["versions"]["k3s"]}"' in env["content"]
+    registries = yaml.safe_load(files["/etc/rancher/k3s/registries.yaml"]["content"])
+    endpoint = registries["mirrors"][values["registry_host"]]["endpoint"]
+    assert endpoint == [f"http://{values['server_ip']}:{values['registry_port']}"]
+    for path, script in [
+        ("/usr/local/sbin/servicetime-k3s", "k3s-node.sh"),
+        ("/usr/local/sbin/servicetime-bootstrap", "bootstrap-handoff.sh"),
+    ]:
+        assert files[path]["encoding"] == "b64"
+        assert base64.b64decode(files[path]["content"]) == (TF_DIR / "scripts" / script).read_bytes()
+        assert [path] in config["runcmd"]
+
+    user_data = tmp_path / f"{role}.yaml"
+    user_data.write_text(rendered)
+    result = subprocess.run(
+        ["cloud-init", "schema", "--config-file", str(user_data)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Valid" in result.stdout + result.stderr
+
+
+def test_python_render_matches_terraform_templatefile(tmp_path):
+    if TERRAFORM is None:
+        pytest.skip("terraform binary not on PATH; the Python renderer is checked by the other tests")
+    values = _template_vars("agent")
+    (tmp_path / "vars.json").write_text(json.dumps(values))
+    (tmp_path / "main.tf").write_text(
+        textwrap.dedent(
+            f"""\
+            output "rendered" {{
+              value = templatefile({json.dumps(str(TEMPLATE))}, jsondecode(file("${{path.module}}/vars.json")))
+            }}
+            """
+        )
+    )
+    # No providers: init and apply stay on this machine.
+    for args in (["init", "-input=false"], ["apply", "-auto-approve", "-input=false"]):
+        run = subprocess.run([TERRAFORM, *args], cwd=tmp_path, env=TF_ENV, capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout + run.stderr
+    out = subprocess.run(
+        [TERRAFORM, "output", "-raw", "rendered"], cwd=tmp_path, env=TF_ENV, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == render(TEMPLATE.read_text(), values)
+
+
+# --------------------------------------------------------------------------
+# shell scripts
+# --------------------------------------------------------------------------
+
+
+def test_shellcheck():
+    assert shutil.which("shellcheck"), "shellcheck is required (Debian package shellcheck)"
+    assert {p.name for p in SCRIPTS} >= {"lease.sh", "k3s-node.sh", "bootstrap-handoff.sh"}
+    result = subprocess.run(["shellcheck", *map(str, SCRIPTS)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+FAKE_OPENSTACK = r'''#!/usr/bin/env python3
+"""Just enough of `openstack` (with the Blazar plugin) for lease.sh."""
+import json, os, sys, uuid
+state_file = os.environ["FAKE_OS_STATE"]
+state = json.load(open(state_file)) if os.path.exists(state_file) else {"leases": {}, "calls": []}
+args = sys.argv[1:]
+state["calls"].append(args)
+def save():
+    json.dump(state, open(state_file, "w"))
+if os.environ.get("FAKE_OS_FAIL"):
+    save(); print("auth failed", file=sys.stderr); sys.exit(1)
+if args[:2] == ["flavor", "show"]:
+    print("flavor-" + args[2]); save(); sys.exit(0)
+assert args[:2] == ["reservation", "lease"], args
+verb, rest = args[2], args[3:]
+if verb == "list":
+    print(json.dumps([{"id": l["id"], "name": n} for n, l in state["leases"].items()]))
+elif verb == "create":
+    name = rest[-1]
+    spec = rest[rest.index("--reservation") + 1]
+    rid = str(uuid.uuid4())
+    state["leases"][name] = {"id": str(uuid.uuid4()), "spec": spec, "polls": 0, "reservation_id": rid}
+elif verb == "show":
+    (name, lease), = [(n, l) for n, l in state["leases"].items() if l["id"] == rest[0]]
+    lease["polls"] += 1
+    status = "ACTIVE" if lease["polls"] > 2 else "PENDING"
+    reservation = {"id": lease["reservation_id"], "resource_type": "flavor:instance",
+                   "flavor_id": lease["reservation_id"], "amount": 3}
+    # blazarclient 4.x prints reservations as JSON text, one object per line
+    print(json.dumps({"id": lease["id"], "name": name, "status": status,
+                      "reservations": json.dumps(reservation, indent=4)}))
+elif verb == "delete":
+    state["leases"].pop(rest[0])
+save()
+'''
+
+
+@pytest.fixture
+def fake_openstack(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    cli = bin_dir / "openstack"
+    cli.write_text("#!" + sys.executable + "\n" + FAKE_OPENSTACK.split("\n", 1)[1])
+    cli.chmod(cli.stat().st_mode | stat.S_IXUSR)
+    state = tmp_path / "state.json"
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_OS_STATE": str(state),
+        "LEASE_POLL_S": "0",
+        "LEASE_WAIT_S": "30",
+        "OS_CLOUD": "openstack",
+    }
+    return env, state
+
+
+def _lease(cmd: str, env: dict, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(TF_DIR / "scripts" / "lease.sh"), cmd],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_lease_script_lifecycle(fake_openstack, tmp_path):
+    env, state_file = fake_openstack
+    lease_file = tmp_path / ".leases" / "servicetime-ab1234-cpu.json"
+    env = {
+        **env,
+        "LEASE_NAME": "servicetime-ab1234-cpu",
+        "LEASE_FILE": str(lease_file),
+        "FLAVOR": "m1.large",
+        "AMOUNT": "3",
+        "HOURS": "24",
+    }
+
+    created = _lease("create", env)
+    assert created.returncode == 0, created.stderr
+    state = json.loads(state_file.read_text())
+    lease = state["leases"]["servicetime-ab1234-cpu"]
+    assert lease["spec"] == "resource_type=flavor:instance,flavor_id=flavor-m1.large,amount=3"
+    (create_call,) = [c for c in state["calls"] if c[:3] == ["reservation", "lease", "create"]]
+    assert "--end-date" in create_call
+    facts = json.loads(lease_file.read_text())
+    assert facts["status"] == "ACTIVE"
+    assert facts["flavor_id"] == facts["reservation_id"] == lease["reservation_id"]
+
+    # a second create reuses the live lease instead of making another
+    assert _lease("create", env).returncode == 0
+    state = json.loads(state_file.read_text())
+    assert sum(c[:3] == ["reservation", "lease", "create"] for c in state["calls"]) == 1
+
+    query = json.dumps({"name": env["LEASE_NAME"], "file": str(lease_file), "cloud": "openstack", "region": "KVM@TACC"})
+    shown = _lease("show", env, stdin=query)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["flavor_id"] == lease["reservation_id"]
+    lease_file.unlink()  # a fresh checkout: show asks Blazar and rewrites the file
+    shown = _lease("show", env, stdin=query)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["flavor_id"] == lease["reservation_id"]
+    assert lease_file.exists()
+
+    deleted = _lease("delete", env)
+    assert deleted.returncode == 0, deleted.stderr
+    assert json.loads(state_file.read_text())["leases"] == {}
+    assert not lease_file.exists()
+    assert _lease("delete", env).returncode == 0, "deleting twice is fine"
+
+
+def test_lease_delete_fails_loudly_when_the_api_fails(fake_openstack):
+    env, _ = fake_openstack
+    env = {**env, "LEASE_NAME": "servicetime-ab1234-cpu", "FAKE_OS_FAIL": "1"}
+    result = _lease("delete", env)
+    assert result.returncode != 0, "an API failure must not pass for an already deleted lease"
+    assert "already gone" not in result.stderr
+
+
+# --------------------------------------------------------------------------
+# formatting and ignored files
+# --------------------------------------------------------------------------
+
+
+def test_terraform_fmt():
+    if TERRAFORM is None:
+        pytest.skip("terraform binary not on PATH (install it to check formatting)")
+    result = subprocess.run(
+        [TERRAFORM, "fmt", "-check", "-recursive", "-diff", str(TF_DIR)],
+        env=TF_ENV,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, "run `terraform fmt -recursive terraform/`\n" + result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["terraform.tfvars", "clouds.yaml", "terraform.tfstate", "terraform.tfstate.backup", ".leases/x.json", ".terraform/x"],
+)
+def test_local_state_and_secrets_are_ignored(path):
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    result = subprocess.run(
+        ["git", "check-ignore", "-q", f"terraform/{path}"], cwd=ROOT, capture_output=True, check=False
+    )
+    assert result.returncode == 0, f"terraform/{path} is not git-ignored"
