@@ -99,7 +99,7 @@ def start_s3_server(data_dir: str | Path, port: int | None = None, access_key: s
         f"-volume.port={ports['volume']}", f"-volume.port.grpc={free_port()}",
         f"-filer.port={ports['filer']}", f"-filer.port.grpc={free_port()}",
         "-s3", f"-s3.port={s3_port}", f"-s3.port.grpc={free_port()}", f"-s3.config={config}",
-        "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=8", "-master.volumeSizeLimitMB=64",
+        "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=200", "-master.volumeSizeLimitMB=64",
     ]
     log = open(data / "weed.log", "ab")  # noqa: SIM115 (kept open for the child's lifetime)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

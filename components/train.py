@@ -241,7 +241,7 @@ def _storage_for(uri: str):
     s = s3_settings_from_env()
     scheme, _, host = s.endpoint_url.partition("://")
     fs = pafs.S3FileSystem(access_key=s.access_key, secret_key=s.secret_key, endpoint_override=host,
-                           scheme=scheme, region=s.region)
+                           scheme=scheme, region=s.region, allow_bucket_creation=True)
     return uri[len("s3://"):].rstrip("/"), fs
 
 

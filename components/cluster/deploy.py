@@ -190,7 +190,9 @@ def _wait_ready(apps_api, name: str, namespace: str, timeout_s: float, sleep, cl
         status = dep.get("status") or {}
         updated = status.get("updatedReplicas") or 0
         ready = status.get("readyReplicas") or 0
-        if ready >= want and updated >= want:
+        # Counts describe the current spec only once the controller has seen it.
+        current = (status.get("observedGeneration") or 0) >= (dep.get("metadata", {}).get("generation") or 0)
+        if current and ready >= want and updated >= want:
             return True
         if clock() >= deadline:
             return False

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayjobs"
 RAY_SERVICE_ACCOUNT = "ray-job"  # no API token: Ray pods never call Kubernetes
-TTL_AFTER_FINISHED_S = 120  # keeps the Ray cluster briefly for a look after a failure
+# run_rayjob deletes the RayJob itself; these two clean up when its caller is gone.
+TTL_AFTER_FINISHED_S = 120
 HEAD_CPU, HEAD_MEMORY = "1", "2Gi"
 SUCCEEDED = {"SUCCEEDED"}
 FAILED = {"FAILED", "STOPPED"}
@@ -74,8 +75,13 @@ def build_rayjob(
     memory: str,
     env: dict[str, str],
     image: str | None = None,
+    active_deadline_s: int | None = None,
 ) -> dict:
-    """A ray.io/v1 RayJob running ``entrypoint`` on a fresh head + ``num_workers`` workers."""
+    """A ray.io/v1 RayJob running ``entrypoint`` on a fresh head + ``num_workers`` workers.
+
+    ``active_deadline_s`` makes KubeRay stop the job after that long even if no one
+    is waiting for it any more (pass the caller's timeout).
+    """
     if num_workers < 1:
         raise ValueError("num_workers must be at least 1")
     p = platform()
@@ -119,11 +125,13 @@ def build_rayjob(
             "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
         },
     }
+    deadline = {"activeDeadlineSeconds": int(active_deadline_s)} if active_deadline_s else {}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "RayJob",
         "metadata": {"name": name, "labels": labels},
         "spec": {
+            **deadline,
             "entrypoint": shlex.join(entrypoint),
             "submissionMode": "K8sJobMode",
             "shutdownAfterJobFinishes": True,

@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny configs, simulated data, and a real S3 server on loopback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from components.config import Config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "components" / "configs" / "tiny.yaml"
+
+
+def tiny_config(workspace: Path, **overrides) -> Config:
+    return load_config(TINY, {"workspace": str(workspace), **overrides})
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path: Path) -> Config:
+    return tiny_config(tmp_path / "ws", **{"train.num_workers": 0})
+
+
+@pytest.fixture(scope="session")
+def tiny_weeks() -> list[tuple[str, pd.DataFrame]]:
+    """The tiny config's weeks, generated once per session (read-only: copy before changing)."""
+    from components.simulator import generate
+
+    return list(generate(load_config(TINY).data))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server (SeaweedFS) on a free loopback port, with credentials in the environment."""
+    from components.s3server import start_s3_server
+
+    server = start_s3_server(tmp_path_factory.mktemp("s3"))
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    try:
+        yield server
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_mlflow(monkeypatch):
+    monkeypatch.setenv("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_ray_at_the_end():
+    yield
+    import sys
+
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
