@@ -167,8 +167,12 @@ def cmd_model_show(args: argparse.Namespace) -> int:
     name = tracking.model_name(cfg)
     client = MlflowClient()
     versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+    by_version: dict[str, list[str]] = {}
+    if versions:
+        for alias, version in client.get_registered_model(name).aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
     for v in versions:
-        aliases = ",".join(v.aliases) if v.aliases else ""
+        aliases = ",".join(sorted(by_version.get(str(v.version), [])))
         print(f"{name} v{v.version:<4} {aliases:<22} run {v.run_id}  data {v.tags.get('data_version', '?')}")
     if not versions:
         print(f"no versions of {name} registered in {tracking.tracking_uri(cfg)}")

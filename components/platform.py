@@ -38,7 +38,6 @@ class Ports(_Strict):
     grafana: int
     kfp_ui: int
     registry: int
-    registry_node_port: int
     ray_dashboard: int
     postgres: int
 

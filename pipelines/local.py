@@ -19,6 +19,10 @@ def run_local(cfg: Config, data_root: str, run_uri: str, last_weeks: int = 0, fa
 
     from pipelines.pipeline import servicetime_pipeline
 
+    import warnings
+
+    # Intended: the SubprocessRunner runs our image's components in this very environment.
+    warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
     pipeline_root = Path(cfg.workspace).resolve() / "kfp"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=False)
     started = time.perf_counter()

@@ -1,0 +1,299 @@
+"""The model server: FastAPI, one model loaded from MLflow or a bundle, the rules as fallback.
+
+    create_app(settings)   the app; no work at import, the model loads in the background
+    app_from_env()         the same, for ``uvicorn --factory`` (settings from the environment)
+
+Endpoints: ``POST /predict``, ``GET /healthz`` (alive), ``GET /readyz`` (200 only with a
+model loaded), ``GET /metrics`` (Prometheus).
+
+A composed system: when no model is loaded, or the model fails on a request, or it
+returns a non-finite number for a stop, that stop is answered by the
+business-logic rules (``source: "fallback"``) and counted by reason. Bad input is
+the caller's problem and gets a 4xx with a message, never a 500: the body is
+read and validated here (pydantic, straight from the JSON bytes) rather than by
+FastAPI's parameter machinery, so every parsing failure maps to a clear status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
+
+from components.baseline import BusinessLogicModel
+from components.serving import metrics as mx
+from components.serving.api import ErrorResponse, PredictResponse, request_model, to_columns
+from components.serving.loader import LoadedModel, ModelHolder, ModelSource
+from components.serving.scorer import columns_to_frame
+from components.serving.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+PREDICT, HEALTHZ, READYZ, METRICS = "/predict", "/healthz", "/readyz", "/metrics"
+ENDPOINTS = (PREDICT, HEALTHZ, READYZ, METRICS, "/docs", "/openapi.json")
+MAX_REPORTED_ERRORS = 20
+_JSON = "application/json"
+
+
+class ApiError(Exception):
+    """A request the server refuses: status, one-line message, optional field errors."""
+
+    def __init__(self, status: int, detail: str, errors: list[dict] | None = None):
+        super().__init__(detail)
+        self.status, self.detail, self.errors = status, detail, errors or []
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "body"
+
+
+def validation_error(exc: ValidationError | RequestValidationError, max_batch: int) -> ApiError:
+    """Pydantic's errors as one status and a readable message (the input itself is not echoed)."""
+    raw = exc.errors()
+    errors = [{"loc": _loc(tuple(e.get("loc", ()))), "msg": e.get("msg", ""), "type": e.get("type", "")}
+              for e in raw[:MAX_REPORTED_ERRORS]]
+    types = {e["type"] for e in errors}
+    if "json_invalid" in types or "json_type" in types:
+        return ApiError(400, "request body is not valid JSON: " + errors[0]["msg"], errors)
+    if any(e["type"] == "too_long" and e["loc"] in ("stops", "body.stops") for e in errors):
+        return ApiError(413, f"too many stops: at most {max_batch} per request", errors)
+    first = errors[0] if errors else {"loc": "body", "msg": "invalid"}
+    more = f" (and {len(raw) - 1} more)" if len(raw) > 1 else ""
+    return ApiError(422, f"invalid request: {first['loc']}: {first['msg']}{more}", errors)
+
+
+class ServerState:
+    """Everything the endpoints share: the model holder, metrics, drift window, fallback."""
+
+    def __init__(self, settings: ServerSettings):
+        self.settings = settings
+        self.request_model = request_model(settings.max_batch)
+        self.metrics = mx.ServerMetrics(ENDPOINTS)
+        self.drift = mx.DriftWindow(settings.drift_window)
+        self.fallback = BusinessLogicModel()
+        self.holder = ModelHolder(
+            ModelSource(settings.model_uri, settings.model_path, settings.tracking_uri),
+            settings.reload_interval_s, on_loaded=self._on_loaded,
+            on_result=lambda ok: self.metrics.reloads.labels("ok" if ok else "error").inc())
+        self._last_error_log = 0.0
+
+    # -- model lifecycle ------------------------------------------------------
+    def _on_loaded(self, model: LoadedModel) -> None:
+        self.metrics.set_model(model.name, model.version, model.alias or "none", model.load_seconds, model.loaded_at)
+        self.refresh_drift(force=True)
+
+    def start(self) -> None:
+        self.holder.start()
+
+    def stop(self) -> None:
+        self.holder.stop()
+        self.metrics.worker_exit()
+
+    def readiness(self) -> tuple[bool, dict]:
+        model = self.holder.current
+        if model is not None:
+            return True, {"ready": True, "model": model.name, "version": model.version, "alias": model.alias or None,
+                          "scoring": model.scorer.path, "loaded_at": model.loaded_at}
+        reason = (f"model failed to load from {self.holder.source.describe()}: {self.holder.last_error}"
+                  if self.holder.last_error else f"model is loading from {self.holder.source.describe()}")
+        return False, {"ready": False, "reason": reason, "fallback": "business-logic rules answer /predict"}
+
+    # -- drift ------------------------------------------------------------------
+    def refresh_drift(self, force: bool = False) -> None:
+        model = self.holder.current
+        now = time.monotonic()
+        if model is None or (not force and now - self.drift.last_computed < self.drift.every_s):
+            return
+        self.drift.last_computed = now
+        self.metrics.set_drift(self.drift.psi(model.predictor.reference), self.drift.filled)
+
+    # -- scoring ----------------------------------------------------------------
+    def parse(self, body: bytes) -> list:
+        try:
+            return self.request_model.model_validate_json(body).stops
+        except ValidationError as exc:
+            raise validation_error(exc, self.settings.max_batch) from None
+        except Exception as exc:  # anything else while parsing is still a bad request
+            raise ApiError(400, f"could not parse the request: {type(exc).__name__}") from None
+
+    def score(self, stops: list) -> tuple[np.ndarray, np.ndarray, str | None]:
+        """(seconds, from_model mask, model version) for validated stops."""
+        m = self.metrics
+        started = time.perf_counter()
+        cols = to_columns(stops)
+        n = len(stops)
+        model = self.holder.current
+        seconds: np.ndarray | None = None
+        reason = mx.FALLBACK_NO_MODEL
+        if model is not None:
+            try:
+                seconds = np.asarray(model.scorer(cols), dtype=float)
+                if seconds.shape != (n,):
+                    raise ValueError(f"model returned shape {seconds.shape} for {n} stops")
+            except Exception:
+                seconds, reason = None, mx.FALLBACK_MODEL_ERROR
+                self._log_scoring_error()
+        if seconds is None:
+            seconds = self.fallback.predict(columns_to_frame(cols))
+            from_model = np.zeros(n, dtype=bool)
+            m.fallbacks.labels(reason).inc(n)
+        else:
+            from_model = np.isfinite(seconds)
+            bad = int(n - from_model.sum())
+            if bad:
+                rows = np.flatnonzero(~from_model)
+                subset = {k: (v[rows] if isinstance(v, np.ndarray) else [v[i] for i in rows]) for k, v in cols.items()}
+                seconds[rows] = self.fallback.predict(columns_to_frame(subset))
+                m.fallbacks.labels(mx.FALLBACK_NON_FINITE).inc(bad)
+        m.inference_latency.observe(time.perf_counter() - started)
+        n_model = int(from_model.sum())
+        if n_model:
+            m.predictions.labels("model").inc(n_model)
+        if n_model < n:
+            m.predictions.labels("fallback").inc(n - n_model)
+        mx.observe_many(m.predicted, seconds)
+        m.batch_size.observe(n)
+        self.drift.add(cols)
+        self.refresh_drift()
+        return seconds, from_model, model.version if model is not None else None
+
+    def _log_scoring_error(self) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log > 10.0:  # one traceback per 10 s, not one per request
+            self._last_error_log = now
+            log.exception("the model failed to score a request; answered from the fallback")
+
+
+def render_predictions(seconds: np.ndarray, from_model: np.ndarray, version: str | None) -> bytes:
+    sources = np.where(from_model, '"model"', '"fallback"').tolist()
+    items = ",".join(f'{{"service_time_s":{v!r},"source":{s}}}'
+                     for v, s in zip(np.round(seconds, 3).tolist(), sources, strict=True))
+    return f'{{"predictions":[{items}],"model_version":{json.dumps(version)}}}'.encode()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body too large: {declared} bytes, at most {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body too large: more than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request by endpoint and status and times it (plain ASGI: cheap)."""
+
+    def __init__(self, app, metrics: mx.ServerMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app raises
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            endpoint = self.metrics.endpoint(scope.get("path", ""))
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.request_latency.labels(endpoint).observe(time.perf_counter() - started)
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    state = ServerState(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+        state.start()
+        try:
+            yield
+        finally:
+            state.stop()
+
+    app = FastAPI(title="servicetime model server", version="1",
+                  description="Delivery service-time predictions for planned stops.", lifespan=lifespan)
+    app.state.server = state
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail, "errors": exc.errors}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return await _api_error(request, validation_error(exc, settings.max_batch))
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    errors = {code: {"model": ErrorResponse, "description": text} for code, text in (
+        (400, "the body is not JSON"), (413, "too many stops or too large a body"), (422, "invalid stops"))}
+
+    @app.post(PREDICT, response_model=PredictResponse, responses=errors, summary="Predict service times",
+              openapi_extra={"requestBody": {"required": True, "content": {_JSON: {"schema": {
+                  "$ref": "#/components/schemas/PredictRequest"}}}}})
+    async def predict(request: Request) -> Response:
+        stops = state.parse(await read_body(request, settings.body_limit))
+        seconds, from_model, version = state.score(stops)
+        return Response(render_predictions(seconds, from_model, version), media_type=_JSON)
+
+    @app.get(HEALTHZ, summary="Liveness: the process answers")
+    async def healthz() -> dict:
+        return {"status": "alive"}
+
+    @app.get(READYZ, summary="Readiness: a model is loaded")
+    async def readyz() -> JSONResponse:
+        ready, body = state.readiness()
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get(METRICS, summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        state.refresh_drift(force=True)
+        return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            body = state.request_model.model_json_schema(ref_template="#/components/schemas/{model}")
+            defs = body.pop("$defs", {})
+            schema.setdefault("components", {}).setdefault("schemas", {}).update({**defs, "PredictRequest": body})
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The uvicorn factory for ``servicetime serve`` (settings from SERVICETIME_SERVER_SETTINGS)."""
+    from components.logs import configure
+
+    configure()
+    return create_app(ServerSettings.from_env())
