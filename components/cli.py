@@ -117,6 +117,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if summary["status"] == "SUCCEEDED" else 1
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from components.loop import format_record, simulate
+
+    cfg = _config(args, {"train.num_workers": args.workers} if args.workers is not None else None)
+    records = simulate(cfg, args.weeks, start_week=args.start_week, corrupt_weeks=tuple(args.corrupt_week or ()))
+    print()
+    for r in records:
+        print(format_record(r))
+    retrains = [r.week for r in records if r.retrain_reason]
+    print(f"\n{len(records)} weeks; retrained after weeks {retrains or 'none'}; "
+          f"{sum(not r.accepted for r in records)} batch(es) rejected")
+    print(f"history: {Path(cfg.workspace) / 'simulate' / 'history.json'} and history.png")
+    return 0
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from pipelines.submit import compile_pipeline
 
@@ -208,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, help="Ray workers (0: train in-process)")
     r.add_argument("--epochs", type=int)
     r.set_defaults(func=cmd_run)
+
+    sim = sub.add_parser("simulate", help="weeks keep arriving: validate, monitor, retrain, promote")
+    sim.add_argument("--weeks", type=int, default=8, help="new weeks to simulate")
+    sim.add_argument("--start-week", type=int, help="weeks of history before the loop (default: data.weeks)")
+    sim.add_argument("--corrupt-week", type=int, action="append", help="deliver this week with a feed bug (minutes)")
+    sim.add_argument("--workers", type=int, help="Ray workers for retraining (0: in-process)")
+    sim.set_defaults(func=cmd_simulate)
 
     c = sub.add_parser("compile", help="write the pipeline YAML")
     c.add_argument("--out", default="servicetime-pipeline.yaml")

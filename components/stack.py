@@ -101,21 +101,26 @@ def _zombie(pid: int) -> bool:
         return False
 
 
-def alive(service: dict) -> bool:
-    """True while the recorded process runs (same pid and the same start time)."""
+def _leader(service: dict) -> str:
+    """"running", "gone" (exited, or a zombie), or "reused" (the pid now belongs to another process)."""
     pid = service.get("pid")
     if not pid:
-        return False
+        return "gone"
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return "gone"
     except PermissionError:
-        return False  # someone else's process now holds the pid
+        return "reused"
     if _zombie(pid):
-        return False
+        return "gone"
     recorded, now = service.get("start_ticks"), _start_ticks(pid)
-    return recorded is None or now is None or recorded == now
+    return "reused" if recorded is not None and now is not None and recorded != now else "running"
+
+
+def alive(service: dict) -> bool:
+    """True while the recorded process runs (same pid and the same start time)."""
+    return _leader(service) == "running"
 
 
 def _reap(pid: int) -> None:
@@ -125,12 +130,36 @@ def _reap(pid: int) -> None:
         pass
 
 
+def _group_alive(pgid: int) -> bool:
+    """Any live (non-zombie) process left in the group."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    proc = Path("/proc")
+    if not proc.exists():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parts = entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(parts[2]) == pgid and parts[0] != "Z":
+            return True
+    return False
+
+
 def stop_service(service: dict, timeout_s: float = 10.0) -> str:
-    """SIGTERM the service's process group, wait, then SIGKILL it. Returns what happened."""
+    """SIGTERM the service's process group, wait, then SIGKILL what is left. Returns what happened."""
     pid = service.get("pid")
-    if not alive(service):
-        if pid:
-            _reap(pid)
+    if not pid:
+        return "not started"
+    if _leader(service) == "reused":
+        return f"not running (pid {pid} now belongs to another process: left alone)"
+    _reap(pid)
+    if not _group_alive(pid):
         return "not running"
     try:
         os.killpg(pid, signal.SIGTERM)
@@ -139,7 +168,7 @@ def stop_service(service: dict, timeout_s: float = 10.0) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         _reap(pid)
-        if not alive(service) and not _group_alive(pid):
+        if not _group_alive(pid):
             return "stopped"
         time.sleep(0.2)
     try:
@@ -148,27 +177,10 @@ def stop_service(service: dict, timeout_s: float = 10.0) -> str:
         pass
     for _ in range(50):
         _reap(pid)
-        if not alive(service) and not _group_alive(pid):
+        if not _group_alive(pid):
             break
         time.sleep(0.1)
-    return "killed"
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    # A group of zombies waiting to be reaped counts as gone.
-    members = [p for p in Path("/proc").iterdir() if p.name.isdigit()] if Path("/proc").exists() else []
-    for proc in members:
-        try:
-            parts = proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(parts[2]) == pgid and parts[0] != "Z":
-            return True
-    return not members
+    return "killed after SIGTERM timeout"
 
 
 def _spawn(cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:
@@ -349,7 +361,8 @@ def _up_all(cfg: Config, state: dict, ports: StackPorts, root: Path, logs: Path,
            "--artifacts-destination", f"s3://{s3['buckets']['artifacts']}/mlflow", "--host", "127.0.0.1",
            "--port", str(ports.mlflow), "--workers", "1"]
     log = logs / "mlflow.log"
-    proc = _spawn(cmd, log, {**base_env, **s3_env}, root)
+    # No server-side job runner (a pool of huey consumers): nothing here submits MLflow jobs.
+    proc = _spawn(cmd, log, {**base_env, **s3_env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, root)
     services["mlflow"] = _record(proc, port=ports.mlflow, url=mlflow_url, health=f"{mlflow_url}/health", log=str(log))
     _write_state(cfg, state)
     _wait("mlflow", services["mlflow"], proc, timeout_s)
@@ -390,12 +403,16 @@ def _up_all(cfg: Config, state: dict, ports: StackPorts, root: Path, logs: Path,
     _wait("prometheus", services["prometheus"], proc, timeout_s)
 
 
+# weed can ignore SIGTERM for a long while: give it a short grace, then SIGKILL.
+STOP_TIMEOUT_S = {"s3": 3.0}
+
+
 def _stop_all(state: dict, timeout_s: float = 10.0) -> dict[str, str]:
     out = {}
     for name in reversed(SERVICES):
         service = state.get("services", {}).get(name)
         if service:
-            out[name] = stop_service(service, timeout_s)
+            out[name] = stop_service(service, min(timeout_s, STOP_TIMEOUT_S.get(name, timeout_s)))
     return out
 
 

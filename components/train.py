@@ -177,6 +177,7 @@ def _ray_worker(config: dict) -> None:
     from components.storage import Storage
 
     torch.set_num_threads(1)  # workers share the machine's cores; avoid oversubscription
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # our own per-epoch line is enough
     cfg = TrainConfig.model_validate(config["train"])
     net = NetConfig.from_dict(config["net"])
     ctx = ray.train.get_context()
@@ -253,8 +254,9 @@ def ensure_ray(num_cpus: float) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()  # inside a RayJob: attach to the cluster that KubeRay started
         return
-    ray.init(num_cpus=max(int(np.ceil(num_cpus)), os.cpu_count() or 1), include_dashboard=False,
-             log_to_driver=True, configure_logging=False)
+    # The dashboard also serves Ray's state API, which Ray Train's placement-group cleaner polls.
+    ray.init(num_cpus=max(int(np.ceil(num_cpus)), os.cpu_count() or 1), include_dashboard=True,
+             dashboard_host="127.0.0.1", log_to_driver=True, configure_logging=False)
 
 
 def train_with_ray(train_uri: str, val_uri: str, net: NetConfig, cfg: TrainConfig, checkpoint_uri: str,
@@ -289,8 +291,9 @@ def train_with_ray(train_uri: str, val_uri: str, net: NetConfig, cfg: TrainConfi
         state: LoopState = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False)
     elapsed = time.perf_counter() - started
     first_epoch_times = [h["epoch_seconds"] for h in state.history]
+    # Each rank counts its own shard; the DistributedSampler gives every rank the same number of rows.
     return TrainResult(
-        state.best_state, net, state.history, state.best_epoch, elapsed, state.samples_seen, cfg.num_workers,
+        state.best_state, net, state.history, state.best_epoch, elapsed, state.samples_seen * cfg.num_workers, cfg.num_workers,
         extra={"ray_init_s": ray_ready - started, "epoch_seconds_sum": float(sum(first_epoch_times)),
                "checkpoint_path": result.checkpoint.path},
     )

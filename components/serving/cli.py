@@ -91,6 +91,10 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
 # --- stack -------------------------------------------------------------------------------
 
 
+def _quiet() -> None:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe otherwise
+
+
 def _ports(args: argparse.Namespace):
     from components.stack import StackPorts
 
@@ -103,6 +107,7 @@ def _ports(args: argparse.Namespace):
 def cmd_stack_up(args: argparse.Namespace) -> int:
     from components import stack
 
+    _quiet()
     cfg = _config(args)
     try:
         state = stack.up(cfg, _ports(args), timeout_s=args.timeout, scrape_interval=args.scrape_interval)
@@ -119,6 +124,7 @@ def cmd_stack_up(args: argparse.Namespace) -> int:
 def cmd_stack_down(args: argparse.Namespace) -> int:
     from components import stack
 
+    _quiet()
     stopped = stack.down(_config(args))
     for name, outcome in stopped.items():
         print(f"{name:<13} {outcome}")
@@ -130,6 +136,7 @@ def cmd_stack_down(args: argparse.Namespace) -> int:
 def cmd_stack_status(args: argparse.Namespace) -> int:
     from components import stack
 
+    _quiet()
     report = stack.status(_config(args))
     print(json.dumps(report, indent=2) if args.json else stack.render_status(report))
     return 0 if report.get("services") and all(s["healthy"] for s in report["services"].values()) else 1

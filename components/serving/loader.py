@@ -148,8 +148,11 @@ class ModelHolder:
                 return False
             loaded = load(self.source, version)
         except Exception as exc:  # MLflow down, alias missing, broken bundle: keep serving what we have
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("model load from %s failed: %s", self.source.describe(), self.last_error)
+            error = f"{type(exc).__name__}: {exc}"
+            if error != self.last_error:  # once per distinct error, not once per interval
+                log.warning("model load from %s failed (retrying every %.0f s): %s", self.source.describe(),
+                            self.interval_s, error)
+            self.last_error = error
             if self.on_result:
                 self.on_result(False)
             return False
