@@ -113,12 +113,28 @@ def test_overlay_objects_validate_against_kubernetes(overlay):
 
 
 @pytest.mark.parametrize("overlay", render.overlays())
-def test_every_object_is_in_our_namespace(overlay):
-    for obj in rendered(overlay):
-        if obj["kind"] == "Namespace":
-            assert obj["metadata"]["name"] == platform().namespace
-        else:
-            assert obj["metadata"]["namespace"] == platform().namespace, obj["metadata"]["name"]
+def test_every_object_is_in_our_namespaces(overlay):
+    ours, registry = platform().namespace, render.registry_namespace()
+    objects = rendered(overlay)
+    namespaces = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Namespace"}
+    # Only the registry's namespace allows privileged pods (for its hostPort) ...
+    enforce = {n: o["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] for n, o in namespaces.items()}
+    assert enforce == {ours: "baseline", registry: "privileged"}
+    assert {o["metadata"]["namespace"] for o in objects if o["kind"] != "Namespace"} == {ours, registry}
+    # ... and it holds the registry and nothing else.
+    in_registry = {
+        (o["kind"], o["metadata"]["name"].rsplit("-", 1)[0] if o["kind"] == "ConfigMap" else o["metadata"]["name"])
+        for o in objects
+        if o["metadata"].get("namespace") == registry
+    }
+    assert in_registry == {
+        ("Deployment", "registry"),
+        ("Service", "registry"),
+        ("PersistentVolumeClaim", "registry-data"),
+        ("ConfigMap", "registry-env"),
+        ("NetworkPolicy", "default-deny-ingress"),
+        ("NetworkPolicy", "registry-ingress"),
+    }
 
 
 @pytest.mark.parametrize("overlay", render.overlays())
@@ -189,10 +205,15 @@ def test_platform_facts_reach_the_manifests():
     assert port("postgres", "postgres", "postgres") == p.ports.postgres
     assert port("prometheus", "prometheus", "http") == p.ports.prometheus
     assert port("grafana", "grafana", "http") == p.ports.grafana
-    assert port("registry", "registry", "http") == p.ports.registry
     assert port("model-server", "model-server", "http") == p.ports.model_server
-    registry = find(objects, "Service", "registry")
-    assert registry["spec"]["ports"][0]["nodePort"] == p.ports.registry_node_port
+    # Nodes pull registry.servicetime.local:5000 from the control plane's hostPort.
+    registry = find(objects, "Deployment", "registry")
+    (registry_port,) = containers(registry)[0]["ports"]
+    assert registry_port["containerPort"] == registry_port["hostPort"] == p.ports.registry
+    assert p.image.repository.startswith(f"registry.servicetime.local:{p.ports.registry}/")
+    assert registry["spec"]["template"]["spec"]["nodeSelector"] == {"node-role.kubernetes.io/control-plane": "true"}
+    registry_env = next(o for o in objects if o["metadata"]["name"].startswith("registry-env-"))
+    assert registry_env["data"]["REGISTRY_HTTP_ADDR"] == f":{p.ports.registry}"
 
     images = {c["image"] for o in objects if o["kind"] in WORKLOADS for c in containers(o)}
     assert p.image.ref in images
@@ -587,7 +608,7 @@ def test_build_image_pushes_the_platform_tag():
     ).stdout.split("\n")
     p = platform()
     assert out[0] == f"image {p.image.ref}"
-    assert out[1] == f"push 127.0.0.1:{p.ports.registry_node_port}/{p.image.repository.split('/', 1)[1]}:{p.image.tag}"
+    assert out[1] == f"registry {p.image.repository.split('/')[0]}"
 
 
 def test_dockerfile_is_pinned_cpu_and_non_root():
@@ -595,7 +616,7 @@ def test_dockerfile_is_pinned_cpu_and_non_root():
     base = next(line.split()[1] for line in text.splitlines() if line.startswith("FROM "))
     assert base.startswith("python:3.11.") and "slim" in base and "latest" not in base
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in text
-    assert "-c requirements.lock ." in text
+    assert "-c requirements.lock '.[cluster]'" in text
     assert "USER 1000:1000" in text and 'ENTRYPOINT ["servicetime"]' in text
     assert platform().image.tag not in text  # the tag lives in platform.yaml only
 

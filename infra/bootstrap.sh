@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# Install the servicetime platform on the k3s cluster. Run on the control-plane
+# node from a checkout of this repository, after `terraform apply` (cloud-init may
+# call it too). Safe to run again: every step checks before it changes anything,
+# and generated credentials are kept once created.
+#
+#   EXPECTED_NODES=3 infra/bootstrap.sh
+#
+# Steps: wait for the nodes; registry mirror on this node; KubeRay; KFP with our
+# object-store patches; Secrets; our overlay (rendered from platform.yaml);
+# build and push the image; wait for every Deployment; print how to reach it all.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OVERLAY="${OVERLAY:-chameleon}"
+EXPECTED_NODES="${EXPECTED_NODES:-1}"
+KUBECONFIG="${KUBECONFIG:-/etc/rancher/k3s/k3s.yaml}"
+VENV="${VENV:-$HOME/.cache/servicetime/bootstrap-venv}"
+PYTHON="${PYTHON:-python3}"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+SUDO=""
+[[ "$(id -u)" == 0 ]] || SUDO="sudo"
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# kubectl against this cluster; the k3s kubeconfig is root-only by default.
+kc() {
+  if [[ -r "$KUBECONFIG" ]]; then
+    kubectl --kubeconfig "$KUBECONFIG" "$@"
+  else
+    $SUDO kubectl --kubeconfig "$KUBECONFIG" "$@"
+  fi
+}
+
+# One dotted key of components/platform.yaml.
+platform() {
+  "$PYTHON" - "$REPO_ROOT/components/platform.yaml" "$1" <<'PY'
+import sys, yaml
+value = yaml.safe_load(open(sys.argv[1]))
+for key in sys.argv[2].split("."):
+    value = value[key]
+print(value)
+PY
+}
+
+NS="$(platform namespace)"
+KFP_NS="kubeflow"            # fixed by KFP's env/platform-agnostic
+KUBERAY_NS="ray-system"      # fixed by KubeRay's config/default
+KFP_VERSION="$(platform versions.kfp)"
+REGISTRY_HOST="$(platform image.repository)"
+REGISTRY_HOST="${REGISTRY_HOST%%/*}"         # registry.servicetime.local:5000
+REGISTRY_NS="$NS-registry"                   # components/cluster/render.py: registry_namespace()
+# The control plane's private address (passed by the cloud-init handoff).
+SERVER_IP="${SERVICETIME_SERVER_IP:-$(hostname -I | awk '{print $1}')}"
+
+wait_for_nodes() {
+  log "waiting for $EXPECTED_NODES node(s) to be Ready"
+  for _ in $(seq 1 120); do
+    local ready
+    ready="$(kc get nodes --no-headers 2>/dev/null | awk '$2 == "Ready"' | wc -l)"
+    if (( ready >= EXPECTED_NODES )); then
+      kc get nodes -o wide
+      return 0
+    fi
+    sleep 10
+  done
+  echo "only ${ready:-0} of $EXPECTED_NODES nodes became Ready" >&2
+  return 1
+}
+
+# The registry listens on the control plane's hostPort; every node pulls
+# $REGISTRY_HOST through a containerd mirror to it, and host tools resolve the
+# name to it. Terraform's cloud-init sets both up on every node; on a cluster
+# made by hand, this makes sure the control plane at least has them.
+configure_registry_mirror() {
+  local name="${REGISTRY_HOST%%:*}" port="${REGISTRY_HOST##*:}"
+  grep -qE "[[:space:]]${name//./\\.}([[:space:]]|\$)" /etc/hosts ||
+    echo "$SERVER_IP $name" | $SUDO tee -a /etc/hosts >/dev/null
+  local file=/etc/rancher/k3s/registries.yaml
+  if $SUDO grep -q "$REGISTRY_HOST" "$file" 2>/dev/null; then
+    return 0
+  fi
+  local entry
+  entry="$(printf '  "%s":\n    endpoint:\n      - "http://%s:%s"\n' "$REGISTRY_HOST" "$SERVER_IP" "$port")"
+  if $SUDO test -s "$file"; then
+    printf 'WARNING: %s has no mirror for %s; add under mirrors: (on every node)\n%s\n' "$file" "$REGISTRY_HOST" "$entry" >&2
+    return 0
+  fi
+  log "registry mirror $REGISTRY_HOST -> $SERVER_IP:$port (restarts k3s once; workers need it too)"
+  printf 'mirrors:\n%s\n' "$entry" | $SUDO tee "$file" >/dev/null
+  $SUDO systemctl restart k3s
+  until kc get --raw /readyz >/dev/null 2>&1; do sleep 3; done
+}
+
+# The render needs only PyYAML and pydantic, held to the project's lock.
+ensure_venv() {
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    log "python venv for rendering manifests: $VENV"
+    python3 -m venv "$VENV" 2>/dev/null || {
+      $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv "$VENV"
+    }
+  fi
+  local constraints=()
+  [[ -f "$REPO_ROOT/requirements.lock" ]] && constraints=(-c "$REPO_ROOT/requirements.lock")
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${constraints[@]}" pyyaml 'pydantic>=2.10,<3'
+}
+
+ensure_namespace() {
+  kc get namespace "$1" >/dev/null 2>&1 || kc create namespace "$1"
+}
+
+# Random hex: URL-safe, so it can sit in connection strings. MinIO caps access
+# keys at 20 characters and secret keys at 40.
+rand() { openssl rand -hex "$1"; }
+
+# ensure_secret NAMESPACE NAME KEY=VALUE...: created once, never overwritten.
+ensure_secret() {
+  local ns="$1" name="$2"
+  shift 2
+  kc -n "$ns" get secret "$name" >/dev/null 2>&1 && return 0
+  local args=()
+  for pair in "$@"; do args+=("--from-literal=$pair"); done
+  kc -n "$ns" create secret generic "$name" "${args[@]}" >/dev/null
+  echo "created secret $ns/$name"
+}
+
+secret_value() {
+  kc -n "$1" get secret "$2" -o "jsonpath={.data.$3}" | base64 -d
+}
+
+create_secrets() {
+  log "secrets (generated here, stored only in the cluster)"
+  ensure_namespace "$NS"
+  local s3_key s3_secret
+  s3_key="st$(rand 8)"
+  s3_secret="$(rand 16)"
+  ensure_secret "$NS" minio-root "rootUser=admin$(rand 6)" "rootPassword=$(rand 16)"
+  ensure_secret "$NS" s3-credentials \
+    "AWS_ACCESS_KEY_ID=$s3_key" "AWS_SECRET_ACCESS_KEY=$s3_secret" \
+    "accesskey=$s3_key" "secretkey=$s3_secret"
+  ensure_secret "$NS" postgres-credentials \
+    POSTGRES_USER=mlflow "POSTGRES_PASSWORD=$(rand 16)" POSTGRES_DB=mlflow
+  ensure_secret "$NS" grafana-admin user=admin "password=$(rand 12)"
+}
+
+# KFP's launcher, API server, Argo and pipeline pods read the same S3 user from
+# the KFP namespace; keep that copy equal to ours on every run.
+copy_s3_secret_to_kfp() {
+  local key secret
+  key="$(secret_value "$NS" s3-credentials AWS_ACCESS_KEY_ID)"
+  secret="$(secret_value "$NS" s3-credentials AWS_SECRET_ACCESS_KEY)"
+  kc -n "$KFP_NS" create secret generic s3-credentials \
+    "--from-literal=AWS_ACCESS_KEY_ID=$key" "--from-literal=AWS_SECRET_ACCESS_KEY=$secret" \
+    "--from-literal=accesskey=$key" "--from-literal=secretkey=$secret" \
+    --dry-run=client -o yaml | kc apply -f - >/dev/null
+}
+
+install_kuberay() {
+  log "KubeRay operator $(platform versions.kuberay)"
+  # Server-side: the CRDs are too large for the last-applied annotation.
+  kc apply --server-side --force-conflicts -k "$REPO_ROOT/k8s/kuberay" >/dev/null
+  kc -n "$KUBERAY_NS" rollout status deployment/kuberay-operator --timeout=600s
+}
+
+install_kfp() {
+  log "Kubeflow Pipelines $KFP_VERSION (standalone, objects in our MinIO)"
+  kc apply --server-side --force-conflicts \
+    -k "github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources?ref=$KFP_VERSION" >/dev/null
+  kc wait --for condition=established --timeout=120s crd/applications.app.k8s.io
+  ensure_namespace "$KFP_NS"
+  copy_s3_secret_to_kfp
+  kc apply --server-side --force-conflicts -k "$REPO_ROOT/k8s/kfp" >/dev/null
+}
+
+apply_platform() {
+  log "servicetime platform (overlay $OVERLAY)"
+  (cd "$REPO_ROOT" && "$VENV/bin/python" -m components.cluster.render --overlay "$OVERLAY" --out "$WORK/platform.yaml")
+  # A Job's template is immutable; the setup Job is idempotent, so run it anew.
+  kc -n "$NS" delete job minio-setup --ignore-not-found >/dev/null
+  kc apply --server-side --force-conflicts -f "$WORK/platform.yaml" >/dev/null
+  kc -n "$REGISTRY_NS" rollout status deployment/registry --timeout=600s
+  for deployment in minio postgres prometheus grafana; do
+    kc -n "$NS" rollout status "deployment/$deployment" --timeout=600s
+  done
+  kc -n "$NS" wait --for=condition=complete job/minio-setup --timeout=600s
+}
+
+build_image() {
+  log "image"
+  "$REPO_ROOT/infra/build_image.sh"
+  # Pods that tried before the push are in image-pull back-off; start them over.
+  kc -n "$NS" rollout restart deployment/mlflow deployment/model-server >/dev/null
+  kc -n "$NS" rollout status deployment/mlflow --timeout=900s
+}
+
+wait_for_kfp() {
+  log "waiting for KFP (first start pulls large images)"
+  kc -n "$KFP_NS" wait --for=condition=Available deployment --all --timeout=1800s
+}
+
+print_access() {
+  local ip
+  ip="$(hostname -I | awk '{print $1}')"
+  cat <<EOF
+
+==> servicetime is installed.
+
+Services listen inside the cluster only. Forward them on this node:
+
+  kubectl -n $NS port-forward svc/mlflow $(platform ports.mlflow):$(platform ports.mlflow) &
+  kubectl -n $NS port-forward svc/grafana $(platform ports.grafana):$(platform ports.grafana) &
+  kubectl -n $NS port-forward svc/prometheus $(platform ports.prometheus):$(platform ports.prometheus) &
+  kubectl -n $NS port-forward svc/minio $(platform ports.s3):$(platform ports.s3) $(platform ports.s3_console):$(platform ports.s3_console) &
+  kubectl -n $NS port-forward svc/model-server $(platform ports.model_server):$(platform ports.model_server) &
+  kubectl -n $KFP_NS port-forward svc/ml-pipeline-ui $(platform ports.kfp_ui):80 &
+
+then tunnel from your machine (floating IP of this node; $ip inside the lease network):
+
+  ssh -N -L $(platform ports.mlflow):127.0.0.1:$(platform ports.mlflow) \\
+         -L $(platform ports.grafana):127.0.0.1:$(platform ports.grafana) \\
+         -L $(platform ports.prometheus):127.0.0.1:$(platform ports.prometheus) \\
+         -L $(platform ports.s3_console):127.0.0.1:$(platform ports.s3_console) \\
+         -L $(platform ports.kfp_ui):127.0.0.1:$(platform ports.kfp_ui) cc@<floating-ip>
+
+  MLflow      http://localhost:$(platform ports.mlflow)
+  Grafana     http://localhost:$(platform ports.grafana)   (dashboard folder "servicetime")
+  Prometheus  http://localhost:$(platform ports.prometheus)
+  MinIO       http://localhost:$(platform ports.s3_console)
+  KFP UI      http://localhost:$(platform ports.kfp_ui)
+
+Credentials are Kubernetes Secrets in namespace $NS (nothing is written to disk):
+
+  kubectl -n $NS get secret grafana-admin -o jsonpath='{.data.password}' | base64 -d
+  kubectl -n $NS get secret minio-root -o jsonpath='{.data.rootUser}' | base64 -d
+  kubectl -n $NS get secret minio-root -o jsonpath='{.data.rootPassword}' | base64 -d
+  kubectl -n $NS get secret s3-credentials -o jsonpath='{.data.AWS_SECRET_ACCESS_KEY}' | base64 -d
+
+The model server becomes ready once a pipeline run has registered a champion
+model: kubectl -n $NS get deployment model-server
+EOF
+}
+
+main() {
+  wait_for_nodes
+  configure_registry_mirror
+  ensure_venv
+  create_secrets
+  install_kuberay
+  install_kfp
+  apply_platform
+  build_image
+  wait_for_kfp
+  print_access
+}
+
+main "$@"
