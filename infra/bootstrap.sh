@@ -50,7 +50,7 @@ KFP_NS="kubeflow"            # fixed by KFP's env/platform-agnostic
 KUBERAY_NS="ray-system"      # fixed by KubeRay's config/default
 KFP_VERSION="$(platform versions.kfp)"
 REGISTRY_HOST="$(platform image.repository)"
-REGISTRY_HOST="${REGISTRY_HOST%%/*}"         # registry.servicetime.local:5000
+REGISTRY_HOST="${REGISTRY_HOST%%/*}"         # host:port of the registry
 REGISTRY_NS="$NS-registry"                   # components/cluster/render.py: registry_namespace()
 # The control plane's private address (passed by the cloud-init handoff).
 SERVER_IP="${SERVICETIME_SERVER_IP:-$(hostname -I | awk '{print $1}')}"
@@ -201,35 +201,41 @@ wait_for_kfp() {
   kc -n "$KFP_NS" wait --for=condition=Available deployment --all --timeout=1800s
 }
 
+install_port_forwards() {
+  log "forwarding the UIs to 127.0.0.1 on this node (systemd unit servicetime-port-forward)"
+  $SUDO tee /etc/systemd/system/servicetime-port-forward.service >/dev/null <<EOF
+[Unit]
+Description=servicetime: kubectl port-forwards for the UIs (reach them through an SSH tunnel)
+After=k3s.service
+
+[Service]
+Environment=KUBECONFIG=$KUBECONFIG
+Environment=PYTHON=$PYTHON
+ExecStart=$REPO_ROOT/infra/port-forward.sh
+Restart=always
+
+[Install]
+WantedBy=multi-user.target
+EOF
+  $SUDO systemctl daemon-reload
+  $SUDO systemctl enable --now servicetime-port-forward.service
+}
+
 print_access() {
-  local ip
-  ip="$(hostname -I | awk '{print $1}')"
   cat <<EOF
 
 ==> servicetime is installed.
 
-Services listen inside the cluster only. Forward them on this node:
+The UIs are forwarded to 127.0.0.1 on this node (systemd unit
+servicetime-port-forward). From your machine, run the tunnel that
+'terraform output -raw tunnel_command' prints, then open:
 
-  kubectl -n $NS port-forward svc/mlflow $(platform ports.mlflow):$(platform ports.mlflow) &
-  kubectl -n $NS port-forward svc/grafana $(platform ports.grafana):$(platform ports.grafana) &
-  kubectl -n $NS port-forward svc/prometheus $(platform ports.prometheus):$(platform ports.prometheus) &
-  kubectl -n $NS port-forward svc/minio $(platform ports.s3):$(platform ports.s3) $(platform ports.s3_console):$(platform ports.s3_console) &
-  kubectl -n $NS port-forward svc/model-server $(platform ports.model_server):$(platform ports.model_server) &
-  kubectl -n $KFP_NS port-forward svc/ml-pipeline-ui $(platform ports.kfp_ui):80 &
-
-then tunnel from your machine (floating IP of this node; $ip inside the lease network):
-
-  ssh -N -L $(platform ports.mlflow):127.0.0.1:$(platform ports.mlflow) \\
-         -L $(platform ports.grafana):127.0.0.1:$(platform ports.grafana) \\
-         -L $(platform ports.prometheus):127.0.0.1:$(platform ports.prometheus) \\
-         -L $(platform ports.s3_console):127.0.0.1:$(platform ports.s3_console) \\
-         -L $(platform ports.kfp_ui):127.0.0.1:$(platform ports.kfp_ui) cc@<floating-ip>
-
+  KFP UI      http://localhost:$(platform ports.kfp_ui)   (also the API for 'servicetime submit --host')
   MLflow      http://localhost:$(platform ports.mlflow)
   Grafana     http://localhost:$(platform ports.grafana)   (dashboard folder "servicetime")
   Prometheus  http://localhost:$(platform ports.prometheus)
   MinIO       http://localhost:$(platform ports.s3_console)
-  KFP UI      http://localhost:$(platform ports.kfp_ui)
+  Model       http://localhost:$(platform ports.model_server)/docs
 
 Credentials are Kubernetes Secrets in namespace $NS (nothing is written to disk):
 
@@ -237,9 +243,6 @@ Credentials are Kubernetes Secrets in namespace $NS (nothing is written to disk)
   kubectl -n $NS get secret minio-root -o jsonpath='{.data.rootUser}' | base64 -d
   kubectl -n $NS get secret minio-root -o jsonpath='{.data.rootPassword}' | base64 -d
   kubectl -n $NS get secret s3-credentials -o jsonpath='{.data.AWS_SECRET_ACCESS_KEY}' | base64 -d
-
-The model server becomes ready once a pipeline run has registered a champion
-model: kubectl -n $NS get deployment model-server
 EOF
 }
 
@@ -253,6 +256,7 @@ main() {
   apply_platform
   build_image
   wait_for_kfp
+  install_port_forwards
   print_access
 }
 

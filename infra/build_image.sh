@@ -26,7 +26,7 @@ print(value)
 PY
 }
 
-REPOSITORY="$(platform image.repository)"   # registry.servicetime.local:5000/servicetime
+REPOSITORY="$(platform image.repository)"   # e.g. registry.servicetime.local:5050/servicetime
 TAG="$(platform image.tag)"
 BUILDKIT_VERSION="$(platform versions.buildkit)"
 IMAGE="$REPOSITORY:$TAG"

@@ -33,7 +33,7 @@ locals {
   )
   server_ip = local.nodes["server"].ip
 
-  # The UIs reached through SSH tunnels to the control plane.
+  # The UIs: forwarded to 127.0.0.1 on the control plane (infra/port-forward.sh), reached by SSH tunnels.
   ui_ports = {
     kfp           = local.ports.kfp_ui
     mlflow        = local.ports.mlflow

@@ -1,7 +1,7 @@
 locals {
   fip         = openstack_networking_floatingip_v2.server.address
   ssh_target  = "cc@${local.fip}"
-  tunnel_args = [for name, port in local.ui_ports : "-L ${port}:${local.server_ip}:${port}"]
+  tunnel_args = [for name, port in local.ui_ports : "-L ${port}:127.0.0.1:${port}"]
 }
 
 output "floating_ip" {
@@ -28,7 +28,7 @@ output "tunnel_commands" {
   description = "One SSH tunnel per UI."
   value = {
     for name, port in local.ui_ports :
-    name => "${local.ssh_base} -N -L ${port}:${local.server_ip}:${port} ${local.ssh_target}"
+    name => "${local.ssh_base} -N -L ${port}:127.0.0.1:${port} ${local.ssh_target}"
   }
 }
 
