@@ -28,10 +28,11 @@ PACKAGES = ("torch", "ray", "mlflow", "kfp", "pandas", "numpy", "pandera", "pyar
 
 
 def tracking_uri(cfg: Config) -> str:
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+    """Config first, then the environment (a pod's MLFLOW_TRACKING_URI), then SQLite in the workspace."""
     if cfg.tracking.tracking_uri:
         return cfg.tracking.tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{Path(cfg.workspace).resolve() / 'mlflow.db'}"
 
 
@@ -43,8 +44,16 @@ def setup(cfg: Config) -> str:
     """Point MLflow at the configured store and make sure the experiment exists."""
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
     uri = tracking_uri(cfg)
+    # mlflow.set_*_uri also export the URI to os.environ, which would leak this
+    # workspace into every later config and child process; keep the environment as it was.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     if mlflow.get_experiment_by_name(cfg.tracking.experiment) is None:
         location = None
         if uri.startswith("sqlite:"):  # keep artifacts beside the database, not in the cwd
