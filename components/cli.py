@@ -103,6 +103,21 @@ def cmd_run(args: argparse.Namespace) -> int:
                                "data.weeks": args.weeks}.items() if v is not None}
     cfg = _config(args, extra)
     data_root = _data_root(cfg, args)
+    if args.stack:
+        import os
+
+        from components.stack import data_root as stack_data_root
+        from components.stack import read_state, stack_env
+
+        state = read_state(cfg)
+        if state is None:
+            print("error: no local stack is running in this workspace: run `servicetime stack up` first", file=sys.stderr)
+            return 2
+        os.environ.update(stack_env(state))  # the pipeline's steps inherit it: MLflow server, S3
+        data_root = args.data_root or stack_data_root(state)
+        run_uri = args.run_uri or f"s3://{state['s3']['buckets']['artifacts']}/runs/{time.strftime('%Y%m%d-%H%M%S')}"
+        args.run_uri = run_uri
+        log.info("using the local stack: MLflow %s, data %s", os.environ["MLFLOW_TRACKING_URI"], data_root)
     if not DatasetStore(data_root).raw_batches():
         log.info("no data under %s: generating %d weeks with the simulator", data_root, cfg.data.weeks)
         generate_raw(cfg.data, data_root)
@@ -222,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--last-weeks", type=int, default=0, help="use only the newest N weeks (0: all)")
     r.add_argument("--workers", type=int, help="Ray workers (0: train in-process)")
     r.add_argument("--epochs", type=int)
+    r.add_argument("--stack", action="store_true", help="use the running local stack (S3 + MLflow server) instead of files")
     r.set_defaults(func=cmd_run)
 
     sim = sub.add_parser("simulate", help="weeks keep arriving: validate, monitor, retrain, promote")
@@ -246,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", dest="train_config", required=True)
     t.add_argument("--out", required=True)
     t.set_defaults(func=cmd_train)
+
+    from components.serving.cli import add_serve_parser, add_stack_parser
+
+    add_serve_parser(sub)
+    add_stack_parser(sub)
 
     m = sub.add_parser("model", help="the model registry").add_subparsers(dest="model_command", required=True)
     rb = m.add_parser("rollback", help="move the champion alias back to the previous champion")
