@@ -370,7 +370,9 @@ def _up_all(cfg: Config, state: dict, ports: StackPorts, root: Path, logs: Path,
     # The model server, following the champion alias on that MLflow.
     server_url = f"http://127.0.0.1:{ports.model_server}"
     config_file = root / "config.yaml"
-    config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    # The stack's MLflow, whatever the config named (the config's URI wins over the environment).
+    served = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"tracking_uri": mlflow_url})})
+    config_file.write_text(yaml.safe_dump(served.model_dump(mode="json"), sort_keys=False))
     cmd = [sys.executable, "-m", "components.serving", "--config", str(config_file), "--workspace", cfg.workspace,
            "serve", "--host", "127.0.0.1", "--port", str(ports.model_server),
            "--model-uri", f"models:/{tracking.model_name(cfg)}@{tracking.CHAMPION}"]

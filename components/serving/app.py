@@ -16,6 +16,8 @@ FastAPI's parameter machinery, so every parsing failure maps to a clear status.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import logging
 import time
@@ -72,6 +74,19 @@ def validation_error(exc: ValidationError | RequestValidationError, max_batch: i
     return ApiError(422, f"invalid request: {first['loc']}: {first['msg']}{more}", errors)
 
 
+def settle_heap() -> None:
+    """Collect once, then freeze what survives (libraries, the model) out of the collector's sight.
+
+    The process holds a few hundred thousand long-lived objects (torch, pandas,
+    mlflow); a full collection walks all of them (0.1-0.3 s on a small CPU) and
+    would land on some unlucky request. Frozen, they are never walked again;
+    unfreezing first lets a replaced model be collected.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 class ServerState:
     """Everything the endpoints share: the model holder, metrics, drift window, fallback."""
 
@@ -91,6 +106,7 @@ class ServerState:
     def _on_loaded(self, model: LoadedModel) -> None:
         self.metrics.set_model(model.name, model.version, model.alias or "none", model.load_seconds, model.loaded_at)
         self.refresh_drift(force=True)
+        settle_heap()
 
     def start(self) -> None:
         self.holder.start()
@@ -146,7 +162,7 @@ class ServerState:
         if seconds is None:
             seconds = self.fallback.predict(columns_to_frame(cols))
             from_model = np.zeros(n, dtype=bool)
-            m.fallbacks.labels(reason).inc(n)
+            m.fallback_by_reason[reason].inc(n)
         else:
             from_model = np.isfinite(seconds)
             bad = int(n - from_model.sum())
@@ -154,13 +170,13 @@ class ServerState:
                 rows = np.flatnonzero(~from_model)
                 subset = {k: (v[rows] if isinstance(v, np.ndarray) else [v[i] for i in rows]) for k, v in cols.items()}
                 seconds[rows] = self.fallback.predict(columns_to_frame(subset))
-                m.fallbacks.labels(mx.FALLBACK_NON_FINITE).inc(bad)
+                m.fallback_by_reason[mx.FALLBACK_NON_FINITE].inc(bad)
         m.inference_latency.observe(time.perf_counter() - started)
         n_model = int(from_model.sum())
         if n_model:
-            m.predictions.labels("model").inc(n_model)
+            m.from_model.inc(n_model)
         if n_model < n:
-            m.predictions.labels("fallback").inc(n - n_model)
+            m.from_fallback.inc(n - n_model)
         mx.observe_many(m.predicted, seconds)
         m.batch_size.observe(n)
         self.drift.add(cols)
@@ -216,9 +232,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            endpoint = self.metrics.endpoint(scope.get("path", ""))
-            self.metrics.requests.labels(endpoint, str(status)).inc()
-            self.metrics.request_latency.labels(endpoint).observe(time.perf_counter() - started)
+            self.metrics.observe_request(scope.get("path", ""), status, time.perf_counter() - started)
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -230,6 +244,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
         torch.set_num_threads(settings.torch_threads)
         state.start()
+        if settings.startup_load_timeout_s:
+            await asyncio.to_thread(state.holder.first_attempt.wait, settings.startup_load_timeout_s)
+        if state.holder.current is None:
+            settle_heap()  # no model yet: at least the imports are frozen
         try:
             yield
         finally:

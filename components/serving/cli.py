@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -98,10 +99,9 @@ def _quiet() -> None:
 def _ports(args: argparse.Namespace):
     from components.stack import StackPorts
 
-    if args.free_ports:
-        return StackPorts.free()
-    return StackPorts.from_platform().replace(s3=args.s3_port, mlflow=args.mlflow_port,
-                                              prometheus=args.prometheus_port, model_server=args.server_port)
+    base = StackPorts.free() if args.free_ports else StackPorts.from_platform()
+    return base.replace(s3=args.s3_port, mlflow=args.mlflow_port, prometheus=args.prometheus_port,
+                        model_server=args.server_port)
 
 
 def cmd_stack_up(args: argparse.Namespace) -> int:
@@ -110,14 +110,13 @@ def cmd_stack_up(args: argparse.Namespace) -> int:
     _quiet()
     cfg = _config(args)
     try:
-        state = stack.up(cfg, _ports(args), timeout_s=args.timeout, scrape_interval=args.scrape_interval)
+        stack.up(cfg, _ports(args), timeout_s=args.timeout, scrape_interval=args.scrape_interval)
     except stack.StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(stack.render_status(stack.status(cfg)))
     print(f"\nstate: {stack.state_path(cfg)}")
-    print("use it:  eval \"$(servicetime stack env)\"   # MLflow, S3 for `servicetime run`")
-    del state
+    print("use it:  eval \"$(servicetime stack env)\"   # MLflow and S3 for `servicetime run`")
     return 0
 
 
@@ -150,7 +149,7 @@ def cmd_stack_env(args: argparse.Namespace) -> int:
         print("error: no stack recorded in this workspace; run `servicetime stack up`", file=sys.stderr)
         return 1
     for key, value in stack.stack_env(state).items():
-        print(f"export {key}={value}")
+        print(f"export {key}={shlex.quote(value)}")
     return 0
 
 

@@ -133,6 +133,7 @@ class ModelHolder:
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
         self.last_check: float | None = None
+        self.first_attempt = threading.Event()  # set after the first load attempt, whatever its result
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -158,6 +159,7 @@ class ModelHolder:
             return False
         finally:
             self.last_check = time.time()
+            self.first_attempt.set()
         self.current = loaded  # the swap: one reference assignment
         self.last_error = None
         if current is not None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -50,7 +49,9 @@ def multiprocess_dir() -> str | None:
 def observe_many(histogram: Histogram, values: np.ndarray) -> None:
     """``observe`` for a whole array at once: one bucket count per bucket, not one call per value."""
     values = np.asarray(values, dtype=float)
-    if not len(values):
+    if len(values) <= 4:  # numpy costs more than it saves on a handful of values
+        for v in values.tolist():
+            histogram.observe(v)
         return
     bounds = getattr(histogram, "_upper_bounds", None)
     buckets = getattr(histogram, "_buckets", None)
@@ -84,16 +85,15 @@ class DriftWindow:
         self.lock = threading.Lock()
 
     def add(self, cols: dict[str, Any]) -> None:
-        block = np.column_stack([np.asarray(cols[f], dtype=float) for f in self.features])[-self.size:]
+        n = min(len(cols[self.features[0]]), self.size)
         with self.lock:
-            n = len(block)
             end = self.cursor + n
-            if end <= self.size:
-                self.values[self.cursor:end] = block
-            else:
-                first = self.size - self.cursor
-                self.values[self.cursor:] = block[:first]
-                self.values[: n - first] = block[first:]
+            first = min(n, self.size - self.cursor)  # rows before the ring wraps
+            for j, f in enumerate(self.features):
+                column = cols[f][-n:]
+                self.values[self.cursor : self.cursor + first, j] = column[:first]
+                if first < n:
+                    self.values[: n - first, j] = column[first:]
             self.cursor = end % self.size
             self.filled = min(self.filled + n, self.size)
 
@@ -150,9 +150,25 @@ class ServerMetrics:
             self.reloads.labels(result)
         self.model_loaded.set(0)
         self._info_labels: tuple[str, str, str] | None = None
+        # Children resolved once: .labels() takes a lock and builds a key on every call.
+        self.from_model = self.predictions.labels("model")
+        self.from_fallback = self.predictions.labels("fallback")
+        self.fallback_by_reason = {reason: self.fallbacks.labels(reason) for reason in FALLBACK_REASONS}
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def endpoint(self, path: str) -> str:
         return path if path in self.endpoints else "other"
+
+    def observe_request(self, path: str, status: int, seconds: float) -> None:
+        key = (path, status)
+        children = self._request_children.get(key)
+        if children is None:
+            endpoint = self.endpoint(path)
+            children = (self.requests.labels(endpoint, str(status)), self.request_latency.labels(endpoint))
+            if len(self._request_children) < 1000:  # bounded even under a path-scanning client
+                self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def set_model(self, name: str, version: str, alias: str, load_seconds: float, loaded_at: float) -> None:
         labels = (name, version, alias)
@@ -185,6 +201,3 @@ class ServerMetrics:
         if multiprocess_dir():
             mp.mark_process_dead(os.getpid())
 
-
-def now() -> float:
-    return time.time()

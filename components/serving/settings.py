@@ -27,6 +27,9 @@ class ServerSettings(BaseModel):
     drift_window: int = Field(2000, ge=1)
     torch_threads: int = Field(1, ge=1)  # per worker: small batches gain nothing from more
     max_body_bytes: int | None = None  # default: 2 KiB per stop allowed in a batch
+    # Start accepting requests only after the first load attempt (or this long): with several
+    # workers, each one is then ready when it answers, and /readyz means the same on all of them.
+    startup_load_timeout_s: float = Field(60.0, ge=0)
 
     @property
     def body_limit(self) -> int:

@@ -1,0 +1,196 @@
+"""The request model is derived from the schema; the compiled scorer equals the library's pandas path."""
+
+import datetime as dt
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from components.bundle import Predictor
+from components.schema import COLUMNS, PLANNING_COLUMNS
+from components.serving.api import FIELD_NAMES, Stop, request_model, to_columns
+from components.serving.app import render_predictions, validation_error
+from components.serving.scorer import CompiledTransform, Scorer, columns_to_frame, reference_predict, verify
+
+
+def test_stop_fields_are_the_planning_columns():
+    assert FIELD_NAMES == PLANNING_COLUMNS
+    assert set(Stop.model_fields) == set(PLANNING_COLUMNS)
+    assert "cust_prev_count" not in Stop.model_fields and "service_time_s" not in Stop.model_fields
+    schema = Stop.model_json_schema()
+    assert schema["additionalProperties"] is False
+    for column in COLUMNS:
+        if not column.planning:
+            continue
+        prop = schema["properties"][column.name]
+        required = column.name in schema.get("required", [])
+        assert required == (not column.nullable), column.name
+        if column.categories:
+            assert set(prop["enum"]) == set(column.categories)
+        if column.min is not None and column.kind in ("int", "float"):
+            text = str(prop)
+            assert "minimum" in text, column.name
+
+
+def _stop(**over):
+    base = {"route_id": "R1", "stop_index": 0, "delivered_at": "2024-03-11T08:55:00Z", "customer_key": "c1",
+            "area_id": "A001", "area_type": "urban", "building_type": "apartment", "floor": 3, "has_elevator": 0,
+            "n_items": 20, "n_boxes": 3, "weight_kg": 12.5, "has_frozen": True, "driver_key": "d1",
+            "driver_tenure_weeks": 10}
+    return {**base, **over}
+
+
+def test_request_bounds_and_types():
+    model = request_model(3)
+    ok = model.model_validate({"stops": [_stop(floor=None, has_elevator=None)]})
+    assert ok.stops[0].floor is None
+    naive = model.model_validate({"stops": [_stop(delivered_at="2024-03-11T08:55:00")]}).stops[0]
+    assert naive.delivered_at.tzinfo is not None and naive.delivered_at.hour == 8  # naive means UTC
+    oslo = model.model_validate({"stops": [_stop(delivered_at="2024-03-11T09:55:00+01:00")]}).stops[0]
+    assert oslo.delivered_at == naive.delivered_at
+    bad = [
+        {"stops": []},
+        {"stops": [_stop()] * 4},
+        {"stops": [_stop(n_boxes=0)]},
+        {"stops": [_stop(n_boxes=-2)]},
+        {"stops": [_stop(weight_kg=float("nan"))]},
+        {"stops": [_stop(area_type="moon")]},
+        {"stops": [_stop(delivered_at="1066-10-14T09:00:00Z")]},
+        {"stops": [_stop(cust_prev_count=3)]},
+        {"stops": [_stop(customer_key="")]},
+        {"stops": [_stop()], "extra": 1},
+    ]
+    for body in bad:
+        with pytest.raises(ValidationError):
+            model.model_validate(body)
+
+
+def test_validation_errors_map_to_statuses():
+    model = request_model(2)
+    cases = {b'{"stops": [': 400, b'{"stops": []}': 422, b"[]": 422}
+    cases[('{"stops": [%s]}' % ",".join(['{"a": 1}'] * 3)).encode()] = 413
+    for body, status in cases.items():
+        with pytest.raises(ValidationError) as info:
+            model.model_validate_json(body)
+        err = validation_error(info.value, 2)
+        assert err.status == status, (body, err.detail)
+        assert err.detail
+
+
+def test_render_predictions_is_json():
+    import json
+
+    body = json.loads(render_predictions(np.array([301.23456, 420.0]), np.array([True, False]), "3"))
+    assert body == {"predictions": [{"service_time_s": 301.235, "source": "model"},
+                                    {"service_time_s": 420.0, "source": "fallback"}], "model_version": "3"}
+    assert json.loads(render_predictions(np.array([1.0]), np.array([False]), None))["model_version"] is None
+
+
+def test_compiled_scorer_equals_predictor_on_held_out_stops(trained):
+    predictor = Predictor.load(trained.bundle)
+    scorer = Scorer(predictor)
+    assert scorer.path == "compiled", scorer.compile_problem
+    stops = request_model(5000).model_validate({"stops": trained.stops(len(trained.test))}).stops
+    cols = to_columns(stops)
+    want = predictor.predict(trained.test[list(FIELD_NAMES)])  # snapshot merge, pandas transform
+    np.testing.assert_allclose(scorer(cols), want, rtol=1e-5)
+    np.testing.assert_allclose(reference_predict(predictor, cols), want, rtol=1e-6)
+
+
+def test_a_diverging_compiled_transform_is_refused(trained, monkeypatch):
+    predictor = Predictor.load(trained.bundle)
+    from components.serving import scorer as sc
+
+    monkeypatch.setitem(sc._NUMERIC, "log_boxes", lambda c: np.log(c.num("n_boxes")))  # a subtle bug
+    s = Scorer(predictor)
+    assert s.path == "pandas" and "log_boxes" in s.compile_problem
+    cols = sc.probe_columns(predictor)
+    np.testing.assert_allclose(s(cols), predictor.predict(columns_to_frame(cols)))
+
+
+def _stops_strategy(known_customers: list[str], areas: list[str]):
+    def opt(strategy):
+        return st.one_of(st.none(), strategy)
+
+    return st.fixed_dictionaries({
+        "route_id": st.text(min_size=1, max_size=8),
+        "stop_index": st.integers(0, 200),
+        "delivered_at": st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2099, 12, 31),
+                                     timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=-7))])),
+        "customer_key": st.sampled_from(known_customers) | st.text(min_size=1, max_size=6),
+        "area_id": st.sampled_from(areas) | st.text(min_size=1, max_size=5),
+        "area_type": st.sampled_from(["urban", "suburban", "rural"]),
+        "building_type": st.sampled_from(["house", "apartment", "office"]),
+        "floor": opt(st.floats(0, 40)),
+        "has_elevator": opt(st.sampled_from([0.0, 1.0, 0.5])),
+        "n_items": st.integers(1, 400),
+        "n_boxes": st.integers(1, 60),
+        "weight_kg": st.floats(0.1, 400),
+        "has_frozen": st.booleans(),
+        "driver_key": st.text(min_size=1, max_size=6),
+        "driver_tenure_weeks": st.integers(0, 1000),
+    })
+
+
+def test_compiled_transform_matches_pandas_on_random_stops(trained):
+    """Property: for any valid batch, the compiled transform reproduces the pandas transform exactly."""
+    predictor = Predictor.load(trained.bundle)
+    compiled = CompiledTransform(predictor)
+    known = predictor.history["customer_key"].astype(str).tolist()[:20]
+    areas = predictor.transform.vocab["area_id"]
+    model = request_model(50)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(_stops_strategy(known, areas), min_size=1, max_size=20))
+    def check(stops):
+        cols = to_columns(model.model_validate({"stops": stops}).stops)
+        assert verify(predictor, compiled, cols) is None
+
+    check()
+
+
+def test_a_diverging_functional_network_is_refused(trained, monkeypatch):
+    predictor = Predictor.load(trained.bundle)
+    from components.serving import scorer as sc
+
+    real = sc.functional_forward
+
+    def off_by_a_bit(model):
+        forward = real(model)
+        return lambda cats, nums: forward(cats, nums) + 0.01  # one second, in network units
+
+    monkeypatch.setattr(sc, "functional_forward", off_by_a_bit)
+    s = Scorer(predictor)
+    assert s.path == "compiled-transform" and "functional forward" in s.compile_problem
+    cols = sc.probe_columns(predictor)
+    np.testing.assert_allclose(s(cols), predictor.predict(columns_to_frame(cols)), rtol=1e-5)
+
+
+def test_observe_many_equals_observe():
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from components.serving.metrics import SERVICE_TIME_BUCKETS, observe_many
+
+    values = np.concatenate([np.random.default_rng(3).gamma(2.0, 200.0, 997), SERVICE_TIME_BUCKETS[:3], [1e6]])
+    one, many = CollectorRegistry(), CollectorRegistry()
+    h_one = Histogram("x", "x", buckets=SERVICE_TIME_BUCKETS, registry=one)
+    h_many = Histogram("x", "x", buckets=SERVICE_TIME_BUCKETS, registry=many)
+    for v in values:
+        h_one.observe(float(v))
+    observe_many(h_many, values)
+    strip = lambda text: [line for line in text.decode().splitlines() if "_created" not in line and "_sum" not in line]  # noqa: E731
+    assert strip(generate_latest(one)) == strip(generate_latest(many))
+    assert h_many._sum.get() == pytest.approx(values.sum())
+
+
+def test_drift_window_is_a_ring():
+    from components.serving.metrics import DriftWindow
+
+    window = DriftWindow(5, features=("a",))
+    window.add({"a": np.array([1.0, 2.0, 3.0])})
+    window.add({"a": np.array([4.0, 5.0, 6.0, 7.0])})
+    assert window.filled == 5 and sorted(window.values[:, 0]) == [3.0, 4.0, 5.0, 6.0, 7.0]
+    window.add({"a": np.arange(100.0, 112.0)})  # more than the window: the newest rows win
+    assert sorted(window.values[:, 0]) == [107.0, 108.0, 109.0, 110.0, 111.0]
