@@ -34,16 +34,8 @@ kc() {
   fi
 }
 
-# One dotted key of components/platform.yaml.
-platform() {
-  "$PYTHON" - "$REPO_ROOT/components/platform.yaml" "$1" <<'PY'
-import sys, yaml
-value = yaml.safe_load(open(sys.argv[1]))
-for key in sys.argv[2].split("."):
-    value = value[key]
-print(value)
-PY
-}
+# shellcheck source=infra/platform.sh
+source "$REPO_ROOT/infra/platform.sh"
 
 NS="$(platform namespace)"
 KFP_NS="kubeflow"            # fixed by KFP's env/platform-agnostic

@@ -15,16 +15,8 @@ BUILDKIT_SOCK="${BUILDKIT_SOCK:-/run/buildkit/buildkitd.sock}"
 SUDO=""
 [[ "$(id -u)" == 0 ]] || SUDO="sudo"
 
-# Read one dotted key of platform.yaml (PyYAML ships with cloud-init on Ubuntu).
-platform() {
-  "$PYTHON" - "$REPO_ROOT/components/platform.yaml" "$1" <<'PY'
-import sys, yaml
-value = yaml.safe_load(open(sys.argv[1]))
-for key in sys.argv[2].split("."):
-    value = value[key]
-print(value)
-PY
-}
+# shellcheck source=infra/platform.sh
+source "$REPO_ROOT/infra/platform.sh"
 
 REPOSITORY="$(platform image.repository)"   # e.g. registry.servicetime.local:5050/servicetime
 TAG="$(platform image.tag)"

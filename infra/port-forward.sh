@@ -8,15 +8,8 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-$REPO_ROOT/.venv/bin/python}"
 export KUBECONFIG="${KUBECONFIG:-/etc/rancher/k3s/k3s.yaml}"
 
-platform() {
-  "$PYTHON" - "$REPO_ROOT/components/platform.yaml" "$1" <<'PY'
-import sys, yaml
-value = yaml.safe_load(open(sys.argv[1]))
-for key in sys.argv[2].split("."):
-    value = value[key]
-print(value)
-PY
-}
+# shellcheck source=infra/platform.sh
+source "$REPO_ROOT/infra/platform.sh"
 
 NS="$(platform namespace)"
 forward() {  # namespace service local-port remote-port
