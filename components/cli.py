@@ -23,7 +23,9 @@ def _overrides(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"--set expects key=value, got {pair!r}")
-        out[key] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        # YAML reads 2024-09-09 as a date; config fields that hold dates are strings.
+        out[key] = parsed.isoformat() if hasattr(parsed, "isoformat") else parsed
     return out
 
 
@@ -148,9 +150,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from pipelines.submit import compile_pipeline
+    from pipelines.submit import cluster_config, compile_cluster_pipeline, compile_pipeline
 
-    print(compile_pipeline(args.out))
+    if args.cluster:  # with the cluster's endpoints and Secret, for uploading in the KFP UI
+        print(compile_cluster_pipeline(Path(args.out), cluster_config(_config(args))))
+    else:
+        print(compile_pipeline(args.out))
     return 0
 
 
@@ -249,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compile", help="write the pipeline YAML")
     c.add_argument("--out", default="servicetime-pipeline.yaml")
+    c.add_argument("--cluster", action="store_true", help="compile with the cluster's services and S3 Secret")
     c.set_defaults(func=cmd_compile)
     s = sub.add_parser("submit", help="create a run (or a recurring run) on a KFP endpoint")
     s.add_argument("--host", required=True, help="KFP API URL, e.g. http://localhost:8081 through the SSH tunnel")

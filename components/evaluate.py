@@ -158,16 +158,15 @@ def evaluate(test: pd.DataFrame, candidate: Model, baseline: Model, champion: Mo
 
 def write_report(ev: Evaluation, out_dir: str | Path, title: str = "Evaluation") -> Path:
     """Markdown report with PNG plots; returns the Markdown path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figure objects, not pyplot: no global backend switch (a notebook keeps its inline plots).
+    from matplotlib.figure import Figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = [k for k in ("baseline", "champion", "candidate") if ev.metrics.get(k)]
 
-    fig, ax = plt.subplots(figsize=(9, 6))
+    fig = Figure(figsize=(9, 6))
+    ax = fig.subplots()
     labels = [s["slice"] for s in ev.slices]
     ypos = np.arange(len(labels))
     for i, k in enumerate(names):
@@ -179,9 +178,9 @@ def write_report(ev: Evaluation, out_dir: str | Path, title: str = "Evaluation")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "slices.png", dpi=90)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     for k in names:
         ax.hist(ev.delays[k] / 60, bins=80, range=(-60, 60), histtype="step", label=f"{k} (std {ev.route_kpi[k]['delay_std_s'] / 60:.1f} min)")
     ax.set_xlabel("arrival delay at stop (min)")
@@ -190,9 +189,9 @@ def write_report(ev: Evaluation, out_dir: str | Path, title: str = "Evaluation")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "route_delay.png", dpi=90)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     groups = list(ev.importance)
     ax.barh(groups, [ev.importance[g] for g in groups])
     ax.invert_yaxis()
@@ -200,17 +199,16 @@ def write_report(ev: Evaluation, out_dir: str | Path, title: str = "Evaluation")
     ax.set_title("Permutation importance")
     fig.tight_layout()
     fig.savefig(out / "importance.png", dpi=90)
-    plt.close(fig)
 
     if ev.errors_by_week is not None:
-        fig, ax = plt.subplots(figsize=(7, 3.5))
+        fig = Figure(figsize=(7, 3.5))
+        ax = fig.subplots()
         ev.errors_by_week.plot(ax=ax, marker="o")
         ax.set_ylabel("MAE (s)")
         ax.set_title("Error by held-out week")
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
         fig.tight_layout()
         fig.savefig(out / "weeks.png", dpi=90)
-        plt.close(fig)
 
     v = ev.verdict
     lines = [f"# {title}", "", f"**Verdict: {'BLESSED' if v['blessed'] else 'NOT BLESSED'}**", ""]

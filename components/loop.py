@@ -187,13 +187,11 @@ def write_outputs(records: list[WeekRecord], out: Path) -> None:
     (out / "history.json").write_text(json.dumps([asdict(r) for r in records], indent=1))
     if not records:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: leaves a notebook's backend alone
 
     df = pd.DataFrame([asdict(r) for r in records])
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, height_ratios=[3, 1])
+    fig = Figure(figsize=(9, 6))
+    ax, ax2 = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     ax.plot(df.week, df.baseline_mae, "o-", label="business rules")
     ax.plot(df.week, df.champion_mae, "o-", label="champion (before retraining)")
     ax.plot(df.week, df.candidate_mae, "s", label="candidate (held-out weeks)")
@@ -209,4 +207,3 @@ def write_outputs(records: list[WeekRecord], out: Path) -> None:
     ax2.set_xlabel("week")
     fig.tight_layout()
     fig.savefig(out / "history.png", dpi=90)
-    plt.close(fig)

@@ -91,9 +91,10 @@ def _alert(name: str, expr: str, for_: str, severity: str, summary: str, descrip
 
 
 def alert_rules() -> list[dict]:
-    server_errors = f'{JOB},{m.LABEL_STATUS}=~"5.."'
+    # Only /predict counts: /readyz answers 503 by design while no model is loaded.
+    server_errors = f'{JOB},{PREDICT},{m.LABEL_STATUS}=~"5.."'
     fallback = f'{JOB},{m.LABEL_SOURCE}="fallback"'
-    requests = f"sum({_rate(f'{m.REQUESTS}_total', JOB)})"
+    requests = f"sum({_rate(f'{m.REQUESTS}_total', f'{JOB},{PREDICT}')})"
     errors = f"sum({_rate(f'{m.REQUESTS}_total', server_errors)})"
     predictions = f"sum({_rate(f'{m.PREDICTIONS}_total', JOB)})"
     fallbacks = f"sum({_rate(f'{m.PREDICTIONS}_total', fallback)})"
@@ -112,7 +113,7 @@ def alert_rules() -> list[dict]:
             f"({errors}) / ({requests}) > {ERROR_RATIO}",
             "5m",
             "critical",
-            "Model server returns 5xx",
+            "Model server returns 5xx on /predict",
             f"{{{{ $value | humanizePercentage }}}} of requests failed over 5m (objective {ERROR_RATIO:.0%}).",
         ),
         _alert(

@@ -9,8 +9,8 @@ from pathlib import Path
 from components.config import Config
 from components.platform import platform
 
-# Secret created by the bootstrap (infra/bootstrap.sh); pipeline pods read S3 credentials from it.
-S3_SECRET = "servicetime-s3"
+from components.cluster.podspec import S3_SECRET  # created by infra/bootstrap.sh in the KFP namespace too
+
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 
 

@@ -95,7 +95,8 @@ def load(source: ModelSource, version: str | None = None) -> LoadedModel:
         if reg:
             name, alias = reg[0], reg[1] or ""
             version = version or resolve_version(source)
-            uri = f"models:/{name}/{version}"
+            # Resolve through our client: download_artifacts ignores its registry_uri for models:/ URIs.
+            uri = _client(source).get_model_version_download_uri(name, version)
         else:
             uri, name, alias = source.uri, source.uri.split("/")[-1] or "model", ""
         tmp = tempfile.mkdtemp(prefix="servicetime-model-")

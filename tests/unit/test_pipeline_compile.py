@@ -52,6 +52,8 @@ def test_cluster_build_injects_services_and_secret(tmp_path):
     out = compile_cluster_pipeline(tmp_path / "c.yaml", cfg)
     docs = list(yaml.safe_load_all(out.read_text()))
     platform_spec = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert all(e["secretAsEnv"][0]["secretName"] == "servicetime-s3" for e in platform_spec.values())
+    from components.cluster.podspec import S3_SECRET
+
+    assert all(e["secretAsEnv"][0]["secretName"] == S3_SECRET for e in platform_spec.values())
     env = {v["name"]: v["value"] for e in docs[0]["deploymentSpec"]["executors"].values() for v in e["container"]["env"]}
     assert env["MLFLOW_TRACKING_URI"].startswith("http://mlflow.") and env["AWS_ENDPOINT_URL"].startswith("http://minio.")
