@@ -19,13 +19,13 @@ component = dsl.component(base_image=IMAGE, install_kfp_package=False)
 
 
 @component
-def ingest_op(config_json: str, data_root: str, last_weeks: int, run_uri: str, dataset: Output[Dataset]) -> str:
+def ingest_op(config_json: str, data_root: str, last_weeks: int, simulate_if_empty: bool, run_uri: str,
+              dataset: Output[Dataset]) -> str:
     from components.config import config_with
     from components.steps.ingest import ingest
 
-    config_with(config_json)  # sets up logging; ingest itself needs no settings
-
-    out = ingest(data_root, dataset.path, last_weeks, run_uri)
+    cfg = config_with(config_json)
+    out = ingest(data_root, dataset.path, last_weeks, run_uri, cfg.data if simulate_if_empty else None)
     dataset.metadata.update({"version": out["data_version"], "rows": out["rows"], "weeks": out["weeks"]})
     return out["data_version"]
 

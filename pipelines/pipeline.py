@@ -37,11 +37,12 @@ def make_pipeline(hook: TaskHook | None = None, name: str = "servicetime"):
         min_improvement: float = 0.10,
         max_slice_regression: float = 0.10,
         fail_on_rejected: bool = True,
+        simulate_if_empty: bool = True,
     ):
         exit_task = task(ops.summary_op(run_uri=run_uri))
         with dsl.ExitHandler(exit_task, name="record-outcome"):
             ingest = task(ops.ingest_op(config_json=config_json, data_root=data_root, last_weeks=last_weeks,
-                                        run_uri=run_uri), retry=True)
+                                        simulate_if_empty=simulate_if_empty, run_uri=run_uri), retry=True)
             validate = task(ops.validate_op(config_json=config_json, data_root=data_root, data_version=ingest.outputs["Output"],
                                             fail_on_rejected=fail_on_rejected, run_uri=run_uri))
             features = task(ops.features_op(config_json=config_json, run_uri=run_uri, clean=validate.outputs["clean"]))

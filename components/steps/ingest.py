@@ -11,9 +11,14 @@ from components.simulator import generate, to_parquet_bytes
 from components.steps import record
 
 
-def ingest(data_root: str, out_dir: str | Path, last_weeks: int = 0, run_uri: str | None = None) -> dict:
+def ingest(data_root: str, out_dir: str | Path, last_weeks: int = 0, run_uri: str | None = None,
+           simulate_if_empty: DataConfig | None = None) -> dict:
+    """Freeze the landing zone into a version. With ``simulate_if_empty``, an empty landing
+    zone (a fresh cluster's bucket) is first filled by the simulator, the lab's data source."""
     store = DatasetStore(data_root)
     batches = store.raw_batches()
+    if not batches and simulate_if_empty is not None:
+        batches = generate_raw(simulate_if_empty, data_root)
     if last_weeks:
         batches = batches[-last_weeks:]
     manifest = store.snapshot_raw(batches)

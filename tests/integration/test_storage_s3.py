@@ -51,3 +51,14 @@ def test_landing_zone_to_version_on_s3(s3_server, tiny_cfg):
     assert DatasetStore(root).raw_batches() == names
     out = ingest(root, tiny_cfg.workspace + "/ingest", last_weeks=2)
     assert out["weeks"] == 2 and out["uri"].startswith("s3://st-landing/lab/datasets/")
+
+
+def test_empty_landing_zone_is_filled_by_the_simulator_when_asked(s3_server, tiny_cfg):
+    """A fresh cluster's bucket holds no data: the first run lands the simulator's weeks."""
+    from components.steps.ingest import ingest
+
+    root = "s3://st-fresh/lab"
+    with pytest.raises(StorageError, match="generate data first"):
+        ingest(root, tiny_cfg.workspace + "/no")
+    out = ingest(root, tiny_cfg.workspace + "/yes", simulate_if_empty=tiny_cfg.data)
+    assert out["weeks"] == tiny_cfg.data.weeks and len(DatasetStore(root).raw_batches()) == tiny_cfg.data.weeks
