@@ -92,6 +92,23 @@ def start_s3_server(data_dir: str | Path, port: int | None = None, access_key: s
         "name": "servicetime", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
     s3_port = port or free_port()
+    # weed occasionally comes up unable to serve S3 (a start-up race between its parts on a
+    # loaded machine); a second, fresh start has always recovered, so try twice.
+    attempt_timeout = max(timeout / 2, 30.0)
+    for attempt in (1, 2):
+        server = _launch(data, s3_port, config, access_key, secret_key)
+        deadline = time.monotonic() + attempt_timeout
+        while time.monotonic() < deadline:
+            if server.process.poll() is not None:
+                break
+            if _s3_ready(server):
+                return server
+            time.sleep(0.5)
+        server.stop()
+    raise TimeoutError(f"S3 server did not become ready (2 starts, {attempt_timeout:.0f} s each); see {data / 'weed.log'}")
+
+
+def _launch(data: Path, s3_port: int, config: Path, access_key: str, secret_key: str) -> S3Server:
     ports = {name: free_port() for name in ("master", "volume", "filer")}
     cmd = [
         weed_binary(), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
@@ -99,20 +116,12 @@ def start_s3_server(data_dir: str | Path, port: int | None = None, access_key: s
         f"-volume.port={ports['volume']}", f"-volume.port.grpc={free_port()}",
         f"-filer.port={ports['filer']}", f"-filer.port.grpc={free_port()}",
         "-s3", f"-s3.port={s3_port}", f"-s3.port.grpc={free_port()}", f"-s3.config={config}",
-        "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=200", "-master.volumeSizeLimitMB=64",
+        "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.iam=false",  # identities come from -s3.config
+        "-volume.max=200", "-master.volumeSizeLimitMB=64",
     ]
     log = open(data / "weed.log", "ab")  # noqa: SIM115 (kept open for the child's lifetime)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = S3Server(f"http://127.0.0.1:{s3_port}", access_key, secret_key, proc, data)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"weed exited with {proc.returncode}; see {data / 'weed.log'}")
-        if _s3_ready(server):
-            return server
-        time.sleep(0.5)
-    server.stop()
-    raise TimeoutError(f"S3 server did not become ready in {timeout:.0f} s; see {data / 'weed.log'}")
+    return S3Server(f"http://127.0.0.1:{s3_port}", access_key, secret_key, proc, data)
 
 
 def _s3_ready(server: S3Server) -> bool:

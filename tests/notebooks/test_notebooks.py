@@ -24,15 +24,15 @@ NOTEBOOKS = REPO / "notebooks"
 CLUSTER = "07_chameleon.ipynb"
 MARKER = "SERVICETIME_NOTEBOOK_TEST"
 
-# name -> (parameter overrides, seconds for the whole notebook). The defaults are already the
+# name -> (parameter overrides, seconds any one cell may take: a hang guard, generous for a loaded CI machine). The defaults are already the
 # tiny config; the overrides keep every run in its own workspace and every number small.
 LOCAL = {
-    "01_quickstart.ipynb": ({"CONFIG": "tiny", "WORKERS": 0}, 150),
-    "02_data.ipynb": ({"CONFIG": "tiny"}, 90),
-    "03_training.ipynb": ({"CONFIG": "tiny", "RAY_WORKERS": 2}, 180),
-    "04_evaluation.ipynb": ({"CONFIG": "tiny"}, 120),
-    "05_serving.ipynb": ({"CONFIG": "tiny"}, 150),
-    "06_data_that_changes.ipynb": ({"CONFIG": "tiny", "WEEKS": 4}, 150),
+    "01_quickstart.ipynb": ({"CONFIG": "tiny", "WORKERS": 0}, 300),
+    "02_data.ipynb": ({"CONFIG": "tiny"}, 300),
+    "03_training.ipynb": ({"CONFIG": "tiny", "RAY_WORKERS": 2}, 300),
+    "04_evaluation.ipynb": ({"CONFIG": "tiny"}, 300),
+    "05_serving.ipynb": ({"CONFIG": "tiny"}, 300),
+    "06_data_that_changes.ipynb": ({"CONFIG": "tiny", "WEEKS": 4}, 300),
 }
 
 

@@ -57,3 +57,43 @@ def test_cluster_build_injects_services_and_secret(tmp_path):
     assert all(e["secretAsEnv"][0]["secretName"] == S3_SECRET for e in platform_spec.values())
     env = {v["name"]: v["value"] for e in docs[0]["deploymentSpec"]["executors"].values() for v in e["container"]["env"]}
     assert env["MLFLOW_TRACKING_URI"].startswith("http://mlflow.") and env["AWS_ENDPOINT_URL"].startswith("http://minio.")
+
+
+class FakeClient:
+    """Stands in for kfp.Client: records what submit asks the KFP API for."""
+
+    calls: list = []
+
+    def __init__(self, host, namespace=None):
+        self.host = host
+
+    def create_experiment(self, name, namespace=None):
+        FakeClient.calls.append(("experiment", name))
+        return type("Exp", (), {"experiment_id": "exp-1"})()
+
+    def create_run_from_pipeline_package(self, package, arguments, run_name, experiment_name, namespace, enable_caching):
+        spec = next(yaml.safe_load_all(open(package)))
+        FakeClient.calls.append(("run", spec["pipelineInfo"]["name"], arguments, enable_caching))
+        return type("Run", (), {"run_id": "run-1"})()
+
+    def create_recurring_run(self, experiment_id, job_name, cron_expression, pipeline_package_path, params, enable_caching):
+        FakeClient.calls.append(("recurring", cron_expression, params["data_root"]))
+        return type("Job", (), {"recurring_run_id": "rec-1"})()
+
+
+def test_submit_creates_a_run_and_a_recurring_run(monkeypatch):
+    import kfp
+
+    from pipelines.submit import submit
+
+    monkeypatch.setattr(kfp, "Client", FakeClient)
+    FakeClient.calls = []
+    out = submit(load_config(), "http://localhost:8081")
+    assert out["run_id"] == "run-1" and out["url"] == "http://localhost:8081/#/runs/details/run-1"
+    kind, name, arguments, caching = FakeClient.calls[-1]
+    assert (kind, name, caching) == ("run", "servicetime-cluster", False)
+    assert arguments["data_root"] == f"s3://{platform().buckets.data}"
+    assert arguments["run_uri"].startswith(f"s3://{platform().buckets.artifacts}/runs/")
+    assert '"backend":"kuberay"' in arguments["config_json"]
+    rec = submit(load_config(), "http://localhost:8081", recurring_cron="0 0 6 * * 1")
+    assert rec["recurring_run_id"] == "rec-1" and FakeClient.calls[-1][:2] == ("recurring", "0 0 6 * * 1")
