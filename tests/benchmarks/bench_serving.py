@@ -21,7 +21,7 @@ is reported with every trial's p99 and the machine's load average beside it.
 The monitoring's own cost is also measured in process, without HTTP: the full
 request path against parse + score + render, interleaved.
 
-Figures go to stdout and to the JSON file named by ``BENCH_OUT`` (default:
+Figures go to stdout and to the "serving" section of the shared results file (``BENCH_OUT``; default:
 ``bench-results-serving.json`` in the temp directory).
 
 Targets (reported, not asserted): single-stop p99 < 10 ms at half peak, batch
@@ -36,7 +36,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -339,9 +338,9 @@ def test_bench_serving(trained, tmp_path):  # noqa: F811
         "monitoring_loss": max(summary["single_monitoring_loss"], summary["batch_monitoring_loss"]) <= TARGETS["monitoring_loss"],
     }
     results["summary"] = summary
-    out = Path(os.environ.get("BENCH_OUT") or Path(tempfile.gettempdir()) / "bench-results-serving.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    from tests.benchmarks.results import record
+
+    out = record("serving", results)  # shares the results file with the other benchmarks
 
     print("\nmodel server benchmark (%d CPUs, 1 uvicorn worker, load generator in another process)" % os.cpu_count())
     print(f"  single stop, peak:          {summary['single_peak_rps']:8.0f} req/s   (minimal app {summary['minimal_single_peak_rps']:.0f})")

@@ -1,0 +1,255 @@
+"""Data benchmark (not a test): generate + validate + build features at 1x, 4x and 16x the default size.
+
+    .venv/bin/python -m pytest tests/benchmarks/bench_data.py -m bench -s -p no:cacheprovider
+
+The default data is 52 weeks x 4,000 stops (about 211,000 rows, 12,000 customers).
+Larger sizes keep 52 weeks and scale ``stops_per_week`` and ``n_customers`` by the
+factor (drivers and areas stay as they are). Each size runs in its own fresh
+process, so sizes never share a heap and the peak resident memory
+(``getrusage(RUSAGE_SELF).ru_maxrss``) is that size's own.
+
+The stages are the library functions the pipeline runs, minus the Parquet I/O
+between steps:
+
+* generate:  ``components.simulator.generate`` (all weeks, materialised);
+* validate:  ``components.validation.validate_batch`` on every week, with a drift
+             reference from the first 4 accepted weeks, as ``steps/validate.py`` does;
+* features:  ``components.features.build_features`` (point-in-time history, time
+             split, transform fit) and encoding train + val as ``steps/featurize.py`` does.
+
+Reported: seconds and rows/s per stage, peak memory, and how cost grows with
+size: the time ratio against the rows ratio and the exponent ``k`` in
+``time ~ rows^k`` (1.0 is linear). Goal (printed, not asserted): ``k <= 1.1``.
+
+This module also holds ``default_features()``: the default data through the real
+pipeline steps (generate_raw, ingest, validate_dataset, featurize) into a temporary
+folder, built once per process and shared by the other benchmarks.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from multiprocessing import get_context
+from pathlib import Path
+
+import pytest
+
+from tests.benchmarks.results import goal, print_table, ratio, record
+
+SCALES = tuple(int(s) for s in os.environ.get("BENCH_DATA_SCALES", "1,4,16").split(","))
+LINEAR_EXPONENT_GOAL = 1.1
+REFERENCE_WEEKS = 4  # as components/steps/validate.py
+
+
+def _maxrss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _instrument(sink: dict) -> None:
+    """Time the parts of ``build_features`` by wrapping the functions it looks up (this process only)."""
+    import components.features as features
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                sink[name] = sink.get(name, 0.0) + time.perf_counter() - started
+        return wrapper
+
+    features.add_point_in_time_history = timed("history", features.add_point_in_time_history)
+    features.time_split = timed("split", features.time_split)
+    features.history_snapshot = timed("snapshot", features.history_snapshot)
+    features.FeatureTransform.fit = timed("fit", features.FeatureTransform.fit)
+    features.FeatureTransform.transform = timed("encode", features.FeatureTransform.transform)
+
+
+def measure_size(scale: int) -> dict:
+    """One size, end to end, in the calling (fresh) process. Returns seconds, rows and memory."""
+    import pandas as pd
+
+    from components.config import DataConfig, ValidationConfig
+    from components.drift import build_reference
+    from components.features import build_features
+    from components.simulator import generate
+    from components.steps.featurize import encode
+    from components.validation import validate_batch
+
+    base = DataConfig()
+    cfg = DataConfig(stops_per_week=base.stops_per_week * scale, n_customers=base.n_customers * scale)
+    out: dict = {"scale": scale, "weeks": cfg.weeks, "stops_per_week": cfg.stops_per_week,
+                 "n_customers": cfg.n_customers, "rss_after_imports_mb": _maxrss_mb()}
+
+    started = time.perf_counter()
+    batches = list(generate(cfg))
+    out["generate_s"] = time.perf_counter() - started
+    out["raw_rows"] = sum(len(frame) for _, frame in batches)
+    out["rss_after_generate_mb"] = _maxrss_mb()
+
+    vcfg = ValidationConfig()
+    now = pd.Timestamp.now(tz="UTC")
+    started = time.perf_counter()
+    head = [validate_batch(frame, vcfg, None, now=now, batch=name) for name, frame in batches[:REFERENCE_WEEKS]]
+    reference = build_reference(pd.concat([r.accepted_rows for r in head if r.accepted]))
+    results = [validate_batch(frame, vcfg, reference, now=now, batch=name) for name, frame in batches]
+    out["validate_s"] = time.perf_counter() - started
+    out["rows_accepted"] = sum(len(r.accepted_rows) for r in results)
+    out["rows_quarantined"] = sum(len(r.quarantined_rows) for r in results)
+    out["batches_rejected"] = sum(not r.accepted for r in results)
+    out["rows_conserved"] = all(r.rows_in == len(r.accepted_rows) + len(r.quarantined_rows) for r in results)
+    out["rss_after_validate_mb"] = _maxrss_mb()
+    del batches
+
+    parts: dict[str, float] = {}
+    _instrument(parts)
+    started = time.perf_counter()
+    clean = pd.concat([r.accepted_rows.assign(batch=r.batch) for r in results if r.accepted], ignore_index=True)
+    del results
+    splits, transform, _snapshot = build_features(clean, 4, 4)
+    train, val = encode(transform, splits["train"]), encode(transform, splits["val"])
+    out["features_s"] = time.perf_counter() - started
+    # fit() calls transform's helpers, not transform(); encode is the two transform() calls.
+    out["features_parts_s"] = parts
+    out["feature_rows"] = len(clean)
+    out["train_rows"], out["val_rows"], out["test_rows"] = len(train), len(val), len(splits["test"])
+    out["peak_rss_mb"] = _maxrss_mb()
+    out["total_s"] = out["generate_s"] + out["validate_s"] + out["features_s"]
+    return out
+
+
+def _in_fresh_process(scale: int) -> dict:
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(measure_size, scale).result()
+
+
+# --- the default features, shared by the other benchmarks ----------------------------------------
+
+
+@dataclass
+class DefaultFeatures:
+    """The default data through the real pipeline steps; files under ``dir`` as featurize writes them."""
+
+    cfg: object  # components.config.Config
+    dir: Path  # train.npz, val.npz, test.parquet, transform.json, customer_history.parquet, reference.json
+    train: object  # components.train.Arrays
+    val: object
+    test: object  # pandas DataFrame: the held-out weeks with history columns and labels
+    transform: object  # components.features.FeatureTransform
+    seconds: float
+
+    @property
+    def train_uri(self) -> str:
+        return str(self.dir / "train.npz")
+
+    @property
+    def val_uri(self) -> str:
+        return str(self.dir / "val.npz")
+
+    def net(self, cfg=None):
+        """The network config the train step builds (``steps.train.net_config``)."""
+        from components.steps.train import net_config
+
+        return net_config(cfg or self.cfg, self.transform, self.train)
+
+    def test_arrays(self):
+        from components.steps.featurize import encode
+
+        return encode(self.transform, self.test)
+
+
+@lru_cache(maxsize=1)
+def default_features() -> DefaultFeatures:
+    """Default config data: generate_raw -> ingest -> validate_dataset -> featurize (about 15 s, once)."""
+    import pandas as pd
+
+    from components.config import load_config
+    from components.features import FeatureTransform
+    from components.steps.featurize import TEST, TRAIN, VAL, featurize
+    from components.steps.ingest import generate_raw, ingest
+    from components.steps.validate import validate_dataset
+    from components.train import Arrays
+
+    started = time.perf_counter()
+    root = Path(tempfile.mkdtemp(prefix="servicetime-bench-"))
+    atexit.register(shutil.rmtree, root, True)
+    cfg = load_config(None, {"workspace": str(root / "ws")})
+    data = root / "data"
+    generate_raw(cfg.data, str(data))
+    version = ingest(str(data), str(root / "ingest"))["data_version"]
+    validate_dataset(cfg, str(data), version, str(root / "validate"))
+    featurize(cfg, str(root / "validate" / "clean.parquet"), str(root / "features"))
+    d = root / "features"
+    return DefaultFeatures(cfg, d, Arrays.from_bytes((d / TRAIN).read_bytes()), Arrays.from_bytes((d / VAL).read_bytes()),
+                           pd.read_parquet(d / TEST), FeatureTransform.load(d / "transform.json"),
+                           time.perf_counter() - started)
+
+
+# --- the benchmark ---------------------------------------------------------------------------
+
+
+def _exponent(t: float, t1: float, r: float, r1: float) -> float | None:
+    if r == r1 or t <= 0 or t1 <= 0:
+        return None
+    return math.log(t / t1) / math.log(r / r1)
+
+
+@pytest.mark.bench
+def test_bench_data():
+    wall = time.perf_counter()
+    load_before = os.getloadavg()
+    sizes = [_in_fresh_process(scale) for scale in SCALES]
+    for s in sizes:
+        assert s["rows_conserved"], f"validation lost rows at {s['scale']}x"
+        assert s["batches_rejected"] == 0, f"{s['batches_rejected']} batches rejected at {s['scale']}x"
+
+    one = sizes[0]
+    rows = []
+    for s in sizes:
+        row = {"size": f"{s['scale']}x", "raw rows": s["raw_rows"], "generate s": s["generate_s"],
+               "gen rows/s": s["raw_rows"] / s["generate_s"], "validate s": s["validate_s"],
+               "val rows/s": s["raw_rows"] / s["validate_s"], "features s": s["features_s"],
+               "feat rows/s": s["feature_rows"] / s["features_s"], "total s": s["total_s"],
+               "total rows/s": s["raw_rows"] / s["total_s"], "peak RSS MB": s["peak_rss_mb"],
+               "RSS imports MB": s["rss_after_imports_mb"]}
+        s["rows_ratio"] = s["raw_rows"] / one["raw_rows"]
+        for stage in ("generate", "validate", "features", "total"):
+            s[f"{stage}_time_ratio"] = s[f"{stage}_s"] / one[f"{stage}_s"]
+            s[f"{stage}_exponent"] = _exponent(s[f"{stage}_s"], one[f"{stage}_s"], s["raw_rows"], one["raw_rows"])
+        s["memory_ratio"] = ratio(s["peak_rss_mb"] - s["rss_after_imports_mb"], one["peak_rss_mb"] - one["rss_after_imports_mb"])
+        s["bytes_per_row"] = (s["peak_rss_mb"] - s["rss_after_imports_mb"]) * 2**20 / s["raw_rows"]
+        rows.append(row)
+    print_table("data: generate + validate + features (52 weeks; one fresh process per size)", rows)
+    growth = [{"size": f"{s['scale']}x", "rows ratio": s["rows_ratio"],
+               **{f"{st} time ratio": s[f"{st}_time_ratio"] for st in ("generate", "validate", "features", "total")},
+               "total exponent k": s["total_exponent"], "memory ratio": s["memory_ratio"],
+               "data bytes/row": s["bytes_per_row"]} for s in sizes]
+    print_table("data: growth against 1x (time ~ rows^k; k = 1 is linear)", growth)
+    parts = [{"size": f"{s['scale']}x", **{f"{k} s": v for k, v in s["features_parts_s"].items()},
+              **{f"{k} rows/s": s["feature_rows"] / v for k, v in s["features_parts_s"].items() if v > 0}} for s in sizes]
+    print_table("data: inside the features stage (seconds; history = point-in-time customer history)", parts)
+    largest = sizes[-1]
+    exponents = {st: largest[f"{st}_exponent"] for st in ("generate", "validate", "features", "total")}
+    part_exponents = {k: _exponent(v, one["features_parts_s"][k], largest["feature_rows"], one["feature_rows"])
+                      for k, v in largest["features_parts_s"].items()}
+    print("cost exponent k at the largest size: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in exponents.items() if v is not None)
+          + "; inside features: " + ", ".join(f"{k} {v:.2f}" for k, v in part_exponents.items() if v is not None))
+    worst = max((k for k in exponents if exponents[k] is not None), key=lambda k: exponents[k], default=None)
+    g = goal(f"cost grows linearly with size (every stage k <= {LINEAR_EXPONENT_GOAL} at {largest['scale']}x)",
+             worst is not None and exponents[worst] <= LINEAR_EXPONENT_GOAL,
+             f"worst stage {worst}: k = {exponents[worst]:.2f}" if worst else "one size only")
+    record("data", {"sizes": sizes, "goal_linear": g, "exponents_at_largest": exponents,
+                    "feature_part_exponents_at_largest": part_exponents,
+                    "load_average_before": load_before, "wall_s": time.perf_counter() - wall})
+    print(f"data benchmark wall time {time.perf_counter() - wall:.1f} s")
