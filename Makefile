@@ -38,7 +38,7 @@ system-deps:
 	fi
 
 run: setup
-	$(VENV)/bin/servicetime run --workspace $(WORKSPACE)
+	$(VENV)/bin/servicetime --workspace $(WORKSPACE) run
 
 test: setup-dev system-deps
 	$(PY) -m pytest
@@ -47,7 +47,7 @@ bench: setup-dev
 	$(PY) -m pytest tests/benchmarks -m bench -s -p no:cacheprovider
 
 compile: setup
-	$(VENV)/bin/servicetime compile --out $(WORKSPACE)/pipeline.yaml
+	$(VENV)/bin/servicetime --workspace $(WORKSPACE) compile --out $(WORKSPACE)/pipeline.yaml
 
 # Regenerate the pinned lock from the current environment (after changing pyproject).
 lock: setup-dev
