@@ -120,7 +120,10 @@ def _launch(data: Path, s3_port: int, config: Path, access_key: str, secret_key:
         "-volume.max=200", "-master.volumeSizeLimitMB=64",
     ]
     log = open(data / "weed.log", "ab")  # noqa: SIM115 (kept open for the child's lifetime)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # weed turns AWS_* credentials in its environment into an identity that overrides -s3.config;
+    # a caller pointed at another S3 server must not leak its keys into this one.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     return S3Server(f"http://127.0.0.1:{s3_port}", access_key, secret_key, proc, data)
 
 

@@ -1,5 +1,7 @@
 """Storage and dataset versions on a real S3 server (SeaweedFS on loopback) and on local disk."""
 
+import os
+
 import pandas as pd
 import pytest
 
@@ -62,3 +64,18 @@ def test_empty_landing_zone_is_filled_by_the_simulator_when_asked(s3_server, tin
         ingest(root, tiny_cfg.workspace + "/no")
     out = ingest(root, tiny_cfg.workspace + "/yes", simulate_if_empty=tiny_cfg.data)
     assert out["weeks"] == tiny_cfg.data.weeks and len(DatasetStore(root).raw_batches()) == tiny_cfg.data.weeks
+
+
+def test_a_second_server_ignores_the_callers_aws_credentials(s3_server, tmp_path):
+    """The environment points at the fixture's server; a new server must still use its own keys."""
+    from components.s3server import start_s3_server
+    from components.storage import S3Settings
+
+    assert os.environ["AWS_ACCESS_KEY_ID"] == s3_server.access_key
+    other = start_s3_server(tmp_path / "other", access_key="servicetime", secret_key="a-different-secret", timeout=60)
+    try:
+        storage = Storage(S3Settings(other.endpoint_url, "servicetime", "a-different-secret"))
+        storage.write_bytes("s3://second/x", b"ok")
+        assert storage.read_bytes("s3://second/x") == b"ok"
+    finally:
+        other.stop()
