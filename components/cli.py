@@ -176,6 +176,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- cluster ----------------------------------------------------------------------------------
+
+def cmd_cluster_render(args: argparse.Namespace) -> int:
+    from components.cluster.install import run_render
+
+    return run_render(args)
+
+
+def cmd_cluster_fetch(args: argparse.Namespace) -> int:
+    from components.cluster import upstream
+
+    print(upstream.fetch(args.dest))
+    return 0
+
+
 # --- registry ---------------------------------------------------------------------------------
 
 def cmd_model_rollback(args: argparse.Namespace) -> int:
@@ -268,6 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", dest="train_config", required=True)
     t.add_argument("--out", required=True)
     t.set_defaults(func=cmd_train)
+
+    cl = sub.add_parser("cluster", help="the cluster install, rendered offline").add_subparsers(
+        dest="cluster_command", required=True)
+    cr = cl.add_parser("render", help="write every object the bootstrap applies (plus samples) as one YAML")
+    from components.cluster.install import add_render_arguments
+
+    add_render_arguments(cr)
+    cr.set_defaults(func=cmd_cluster_render)
+    cf = cl.add_parser("fetch-upstream", help="download the pinned KFP, Argo and KubeRay trees into the cache")
+    cf.add_argument("--dest", type=Path, help="folder to fill (default: the cache)")
+    cf.set_defaults(func=cmd_cluster_fetch)
 
     from components.serving.cli import add_serve_parser, add_stack_parser
 

@@ -51,6 +51,7 @@ class Buckets(_Strict):
 class Versions(_Strict):
     k3s: str
     kfp: str
+    argo: str
     kuberay: str
     minio: str
     minio_mc: str
@@ -61,6 +62,17 @@ class Versions(_Strict):
     buildkit: str
 
 
+class Upstream(_Strict):
+    repo: str
+    commit: str
+    paths: list[str]
+
+
+class Namespaces(_Strict):
+    kfp: str
+    kuberay: str
+
+
 class Platform(_Strict):
     image: Image
     ports: Ports
@@ -68,6 +80,8 @@ class Platform(_Strict):
     model_name: str
     namespace: str
     versions: Versions
+    upstream: dict[str, Upstream]
+    namespaces: Namespaces
 
 
 @lru_cache(maxsize=1)

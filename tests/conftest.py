@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import yaml
 import pytest
 
 from components.config import Config, load_config
@@ -66,3 +67,28 @@ def _stop_ray_at_the_end():
 
         if ray.is_initialized():
             ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def upstream_root() -> Path:
+    """The pinned KFP, Argo and KubeRay trees: $SERVICETIME_UPSTREAM, else the cache, else a download.
+
+    Where none of these works (a fresh clone without network) the tests that need them
+    skip, saying why; nothing fails for their absence.
+    """
+    from components.cluster import upstream
+
+    try:
+        return upstream.locate(download=True)
+    except upstream.UpstreamMissing as exc:
+        pytest.skip(f"pinned upstream manifests unavailable: {exc}")
+
+
+def kuberay_crd_schema(root: Path, kind_plural: str) -> dict:
+    """The v1 openAPIV3Schema of a KubeRay CRD (``rayjobs`` or ``rayclusters``) from the pinned tree."""
+    from components.cluster import upstream
+
+    tree = next(t for t in upstream.trees() if t.key == "kuberay")
+    path = root / tree.folder / "ray-operator" / "config" / "crd" / "bases" / f"ray.io_{kind_plural}.yaml"
+    crd = yaml.safe_load(path.read_text())
+    return next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]

@@ -2,9 +2,13 @@
 
 ``build_model_server_deployment`` is the one definition of the serving pod: the
 kustomize base renders it into ``k8s/base/generated/`` and ``rollout`` uses it for
-the canary, so the two cannot drift. ``rollout`` runs inside a pipeline pod: it
-starts the new model beside the stable one, lets Prometheus watch it, then
-promotes it (the stable Deployment takes the new model URI) or removes it.
+the canary, so the two cannot drift. The stable Deployment follows the
+``production`` alias, which only a promoted canary moves (``register`` moves
+``champion`` before the canary runs; following that, stable would already serve
+the candidate and the canary would compare the model with itself). ``rollout``
+runs inside a pipeline pod: it starts the new model version beside the stable
+one, sends it synthetic traffic while Prometheus watches, then promotes it
+(``production`` moves, the stable pods restart onto it) or removes it.
 """
 
 from __future__ import annotations
@@ -27,14 +31,16 @@ CANARY = f"{MODEL_SERVER}-canary"
 CONTAINER = "model-server"
 NAME_LABEL = "app.kubernetes.io/name"
 TRACK_LABEL = "servicetime.io/track"  # stable | canary; Prometheus keeps it as `track`
+VERSION_ANNOTATION = "servicetime.io/model-version"  # changing it restarts the stable pods onto `production`
+PRODUCTION = "production"  # the alias the stable Deployment serves
 
 # Promotion gates: a canary that errs or falls back more than this is rolled back.
 MAX_ERROR_RATIO = 0.02
 MAX_FALLBACK_RATIO = 0.05
 
 
-def champion_uri() -> str:
-    return f"models:/{platform().model_name}@champion"
+def production_uri() -> str:
+    return f"models:/{platform().model_name}@{PRODUCTION}"
 
 
 def _server_args(model_uri: str) -> list[str]:
@@ -108,6 +114,11 @@ def build_model_server_deployment(
             },
         },
     }
+
+
+def build_canary(model_uri: str, image: str) -> dict:
+    """The canary: one pod of ``model_uri`` with the stable image, so only the model differs."""
+    return build_model_server_deployment(model_uri, name=CANARY, replicas=1, image=image, track="canary")
 
 
 def build_model_server_service() -> dict:
@@ -208,6 +219,29 @@ def _delete_canary(apps_api, namespace: str) -> None:
             raise
 
 
+def drive_traffic(url: str, bodies: list[bytes], seconds: float, rate_per_s: float = 5.0,
+                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> dict:
+    """POST ``bodies`` round-robin to ``url`` for ``seconds``: traffic for the canary gate to judge.
+
+    The Service spreads it over stable and canary pods; returns the counts.
+    """
+    sent = ok = 0
+    errors: dict[str, int] = {}
+    end = clock() + seconds
+    while clock() < end and bodies:
+        body = bodies[sent % len(bodies)]
+        sent += 1
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 (cluster-internal URL)
+                ok += resp.status == 200
+        except Exception as exc:  # counted, not raised: the gate reads the server's own metrics
+            key = type(exc).__name__
+            errors[key] = errors.get(key, 0) + 1
+        sleep(1.0 / rate_per_s)
+    return {"sent": sent, "ok": ok, "errors": errors}
+
+
 def rollout(
     model_uri: str,
     namespace: str,
@@ -216,27 +250,34 @@ def rollout(
     apps_api=None,
     query: Callable[[str], float | None] | None = None,
     *,
+    set_production: Callable[[str | None], str | None],
+    traffic: Callable[[float], dict] | None = None,
     ready_timeout_s: float = 600.0,
     max_error_ratio: float = MAX_ERROR_RATIO,
     max_fallback_ratio: float = MAX_FALLBACK_RATIO,
-    require_traffic: bool = False,
+    require_traffic: bool | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict:
-    """Canary ``model_uri`` next to the stable server; promote it or roll it back.
+    """Canary ``model_uri`` (``models:/<name>/<version>``) next to the stable server; promote or roll back.
 
-    Returns ``{"promoted": bool, "reasons": [...], "metrics": {...}, "model_uri": ...}``.
+    ``set_production(version)`` moves the ``production`` alias and returns the version
+    it pointed at (None: none); ``traffic(seconds)`` drives load during the canary
+    window (then no traffic fails the gate). Returns
+    ``{"promoted": bool, "reasons": [...], "metrics": {...}, "model_uri": ..., "traffic": ...}``.
     """
     apps_api = apps_api or _default_apps_api()
     query = query or prometheus_query(prometheus_url)
+    require_traffic = traffic is not None if require_traffic is None else require_traffic
+    version = model_uri.rstrip("/").rsplit("/", 1)[-1]
     reasons: list[str] = []
 
     stable = _as_dict(apps_api.read_namespaced_deployment(MODEL_SERVER, namespace))
     containers = stable["spec"]["template"]["spec"]["containers"]
     stable_image = next(c["image"] for c in containers if c["name"] == CONTAINER)
+    old_annotations = stable["spec"]["template"].get("metadata", {}).get("annotations") or {}
 
-    # Same image as stable, so the only difference under test is the model.
-    canary = build_model_server_deployment(model_uri, name=CANARY, replicas=1, image=stable_image, track="canary")
+    canary = build_canary(model_uri, stable_image)
     try:
         apps_api.create_namespaced_deployment(namespace, canary)
     except Exception as exc:
@@ -245,42 +286,47 @@ def rollout(
         apps_api.replace_namespaced_deployment(CANARY, namespace, canary)
     log.info("canary %s started with %s", CANARY, model_uri)
 
-    def rollback(reason: str, metrics: dict) -> dict:
+    def rollback(reason: str, metrics: dict, load: dict | None = None) -> dict:
         reasons.append(reason)
         _delete_canary(apps_api, namespace)
         log.warning("rolled back %s: %s", model_uri, "; ".join(reasons))
-        return {"promoted": False, "reasons": reasons, "metrics": metrics, "model_uri": model_uri}
+        return {"promoted": False, "reasons": reasons, "metrics": metrics, "model_uri": model_uri, "traffic": load}
 
     if not _wait_ready(apps_api, CANARY, namespace, ready_timeout_s, sleep, clock):
         return rollback(f"canary not ready within {ready_timeout_s:.0f}s", {})
 
-    sleep(canary_seconds)
+    load = traffic(canary_seconds) if traffic else None
+    if load is None:
+        sleep(canary_seconds)
+    else:
+        log.info("synthetic traffic during the canary: %s", load)
     window = f"{max(int(canary_seconds), 60)}s"  # rate() needs at least a few scrapes
     metrics = {key: query(q) for key, q in canary_queries(window).items()}
     log.info("canary metrics over %s: %s", window, metrics)
 
     if not metrics["requests_per_s"]:
         if require_traffic:
-            return rollback("no canary traffic observed", metrics)
+            return rollback("no canary traffic observed", metrics, load)
         reasons.append("no canary traffic observed; judged on readiness only")
     if (metrics["error_ratio"] or 0.0) > max_error_ratio:
-        return rollback(f"error ratio {metrics['error_ratio']:.3f} > {max_error_ratio}", metrics)
+        return rollback(f"error ratio {metrics['error_ratio']:.3f} > {max_error_ratio}", metrics, load)
     if (metrics["fallback_ratio"] or 0.0) > max_fallback_ratio:
-        return rollback(f"fallback ratio {metrics['fallback_ratio']:.3f} > {max_fallback_ratio}", metrics)
+        return rollback(f"fallback ratio {metrics['fallback_ratio']:.3f} > {max_fallback_ratio}", metrics, load)
 
-    # Promote: the stable Deployment rolls to the new model (maxUnavailable 0),
-    # then the canary goes. A strategic merge patch replaces the args list whole.
-    def set_args(args: list[str]) -> None:
-        patch = {"spec": {"template": {"spec": {"containers": [{"name": CONTAINER, "args": args}]}}}}
+    # Promote: `production` moves, then a new pod-template annotation rolls the
+    # stable pods (maxUnavailable 0) onto it; then the canary goes.
+    def restart_stable(annotation: str | None) -> None:
+        patch = {"spec": {"template": {"metadata": {"annotations": {VERSION_ANNOTATION: annotation}}}}}
         apps_api.patch_namespaced_deployment(MODEL_SERVER, namespace, patch)
 
-    set_args(_server_args(model_uri))
+    previous = set_production(version)
+    restart_stable(version)
     if not _wait_ready(apps_api, MODEL_SERVER, namespace, ready_timeout_s, sleep, clock):
-        # maxUnavailable 0 kept the old pods serving; put their spec back too.
-        old_args = next(c.get("args", []) for c in containers if c["name"] == CONTAINER)
-        set_args(old_args)
-        return rollback("stable deployment did not become ready with the new model; reverted", metrics)
+        # maxUnavailable 0 kept the old pods serving; put the alias and their spec back too.
+        set_production(previous)
+        restart_stable(old_annotations.get(VERSION_ANNOTATION))
+        return rollback("stable deployment did not become ready with the new model; reverted", metrics, load)
     _delete_canary(apps_api, namespace)
-    reasons.append("canary healthy: promoted")
+    reasons.append(f"canary healthy: promoted ({PRODUCTION} {previous or '-'} -> {version})")
     log.info("promoted %s", model_uri)
-    return {"promoted": True, "reasons": reasons, "metrics": metrics, "model_uri": model_uri}
+    return {"promoted": True, "reasons": reasons, "metrics": metrics, "model_uri": model_uri, "traffic": load}

@@ -6,20 +6,12 @@ in it: no image tag, port, bucket or namespace. This module writes those facts i
 image tags, a ``platform`` ConfigMap (ports, buckets, URLs as env), the Services
 (the one place a port number appears; kustomize copies it into containerPorts),
 the model server (from ``components.cluster.deploy``) and the RoleBindings. Then
-``kubectl kustomize`` renders an overlay.
-
-It also writes the committed kustomizations that install upstream parts on the
-cluster (KubeRay, KFP with our object-store patches) at the pinned refs;
-``tests/infra`` checks that those files equal a fresh render.
-
-    python -m components.cluster.render                   # print the chameleon overlay
-    python -m components.cluster.render --out all.yaml    # write it to a file
-    python -m components.cluster.render --write-upstream  # rewrite k8s/kfp, k8s/kuberay
+``kubectl kustomize`` renders an overlay. The whole install (upstream parts
+included) is ``components.cluster.install``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -36,13 +28,9 @@ K8S_DIR = REPO_ROOT / "k8s"
 BASE_DIR = K8S_DIR / "base"
 GENERATED_DIR = BASE_DIR / "generated"
 OVERLAYS_DIR = K8S_DIR / "overlays"
-KFP_DIR = K8S_DIR / "kfp"
-KUBERAY_DIR = K8S_DIR / "kuberay"
 DEFAULT_OVERLAY = "chameleon"
 
-KFP_NAMESPACE = "kubeflow"  # fixed by upstream env/platform-agnostic
 KFP_RUNNER = "pipeline-runner"  # the service account KFP runs pipeline pods as
-KUBERAY_NAMESPACE = "ray-system"  # fixed by upstream ray-operator/config/default
 APP_IMAGE = "servicetime-app"  # placeholder name in k8s/base for our own image
 S3_REGION = "us-east-1"  # MinIO's default region
 
@@ -162,7 +150,7 @@ def role_bindings() -> list[dict]:
         }
 
     return [
-        binding("pipeline-deployer", [(KFP_RUNNER, KFP_NAMESPACE), ("pipeline-deployer", ns)]),
+        binding("pipeline-deployer", [(KFP_RUNNER, platform().namespaces.kfp), ("pipeline-deployer", ns)]),
         binding("prometheus", [("prometheus", ns)]),
     ]
 
@@ -181,7 +169,7 @@ def generated_files() -> dict[str, str]:
         "configMapGenerator": [{"name": "platform", "envs": ["platform.env"]}],
     }
     env = "".join(f"{k}={v}\n" for k, v in platform_env().items())
-    model_server = deploy.build_model_server_deployment(deploy.champion_uri())
+    model_server = deploy.build_model_server_deployment(deploy.production_uri())
     registry = {
         "apiVersion": "kustomize.config.k8s.io/v1alpha1",
         "kind": "Component",
@@ -250,196 +238,3 @@ def render(overlay: str | Path = DEFAULT_OVERLAY) -> list[dict]:
     """Write the generated inputs, then render ``overlay`` (a name or a directory)."""
     write_generated()
     return kustomize(overlay_dir(overlay))
-
-
-# --- upstream installs (committed, applied on the cluster only) ---------------
-
-
-def kfp_remote(path: str) -> str:
-    return f"https://github.com/kubeflow/pipelines//manifests/kustomize/{path}?ref={platform().versions.kfp}"
-
-
-def kuberay_remote() -> str:
-    return f"https://github.com/ray-project/kuberay//ray-operator/config/default?ref={platform().versions.kuberay}"
-
-
-def kfp_patches() -> dict[str, dict]:
-    """KFP keeps its own SeaweedFS but stores everything in our MinIO.
-
-    Four readers of the object store: the API server (pipeline specs), the v2
-    launcher (artifacts, via ``kfp-launcher``), Argo (logs, via its artifact
-    repository) and the UI (archived logs, via ``MINIO_*``). Credentials come from
-    the ``s3-credentials`` Secret the bootstrap creates in the KFP namespace.
-    """
-    p = platform()
-    host = f"{podspec.MINIO_SERVICE}.{p.namespace}.svc.cluster.local"
-    endpoint = f"{host}:{p.ports.s3}"
-    root = f"s3://{p.buckets.kfp}/v2/artifacts"
-    secret = podspec.S3_SECRET
-
-    def secret_env(name: str, key: str) -> dict:
-        return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-
-    providers = {
-        "s3": {
-            "default": {
-                "endpoint": endpoint,
-                "disableSSL": True,
-                "region": S3_REGION,
-                "forcePathStyle": True,
-                "credentials": {
-                    "fromEnv": False,
-                    "secretRef": {
-                        "secretName": secret,
-                        "accessKeyKey": "AWS_ACCESS_KEY_ID",
-                        "secretKeyKey": "AWS_SECRET_ACCESS_KEY",
-                    },
-                },
-            }
-        }
-    }
-    artifact_repository = {
-        "archiveLogs": True,
-        "s3": {
-            "endpoint": endpoint,
-            "bucket": p.buckets.kfp,
-            "region": S3_REGION,
-            "insecure": True,
-            "keyFormat": (
-                "private-artifacts/{{workflow.namespace}}/{{workflow.name}}/{{workflow.creationTimestamp.Y}}/"
-                "{{workflow.creationTimestamp.m}}/{{workflow.creationTimestamp.d}}/{{pod.name}}"
-            ),
-            "accessKeySecret": {"name": secret, "key": "accesskey"},
-            "secretKeySecret": {"name": secret, "key": "secretkey"},
-        },
-    }
-
-    def deployment(name: str, container: str, env: list[dict]) -> dict:
-        # The selector repeats upstream's (immutable) one so the patch is a whole object.
-        return {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": name},
-            "spec": {
-                "selector": {"matchLabels": {"app": name}},
-                "template": {"spec": {"containers": [{"name": container, "env": env}]}},
-            },
-        }
-
-    return {
-        "pipeline-install-config.yaml": {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "pipeline-install-config"},
-            "data": {"bucketName": p.buckets.kfp, "defaultPipelineRoot": root},
-        },
-        "kfp-launcher.yaml": {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "kfp-launcher"},
-            "data": {"defaultPipelineRoot": root, "providers": dump(providers)},
-        },
-        "workflow-controller-configmap.yaml": {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "workflow-controller-configmap"},
-            "data": {"artifactRepository": dump(artifact_repository)},
-        },
-        "ml-pipeline-apiserver.yaml": deployment(
-            "ml-pipeline",
-            "ml-pipeline-api-server",
-            [
-                {"name": "OBJECTSTORECONFIG_HOST", "value": host},
-                {"name": "OBJECTSTORECONFIG_PORT", "value": str(p.ports.s3)},
-                {"name": "OBJECTSTORECONFIG_SECURE", "value": "false"},
-                {"name": "OBJECTSTORECONFIG_REGION", "value": S3_REGION},
-                secret_env("OBJECTSTORECONFIG_ACCESSKEY", "accesskey"),
-                secret_env("OBJECTSTORECONFIG_SECRETACCESSKEY", "secretkey"),
-            ],
-        ),
-        "ml-pipeline-ui.yaml": deployment(
-            "ml-pipeline-ui",
-            "ml-pipeline-ui",
-            [
-                # The UI dials MINIO_HOST.MINIO_NAMESPACE; MINIO_NAMESPACE stays the KFP
-                # namespace, where minio-external (below) points at our MinIO.
-                {"name": "MINIO_HOST", "value": "minio-external"},
-                {"name": "MINIO_PORT", "value": str(p.ports.s3)},
-                {"name": "MINIO_SSL", "value": "false"},
-                {"name": "ARGO_ARCHIVE_BUCKETNAME", "value": p.buckets.kfp},
-                secret_env("MINIO_ACCESS_KEY", "accesskey"),
-                secret_env("MINIO_SECRET_KEY", "secretkey"),
-                secret_env("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
-                secret_env("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
-            ],
-        ),
-    }
-
-
-def kfp_resources() -> dict[str, dict]:
-    return {
-        "minio-external.yaml": {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "minio-external"},
-            "spec": {"type": "ExternalName", "externalName": f"{podspec.MINIO_SERVICE}.{platform().namespace}.svc.cluster.local"},
-        }
-    }
-
-
-def upstream_files() -> dict[Path, str]:
-    """The committed kustomizations for KFP and KubeRay, rendered from the platform pins."""
-    p = platform()
-    patches, extra = kfp_patches(), kfp_resources()
-    kfp = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "namespace": KFP_NAMESPACE,
-        # Cluster-scoped CRDs come first, applied by infra/bootstrap.sh from
-        # kfp_remote("cluster-scoped-resources"); this is the namespaced install.
-        "resources": [kfp_remote("env/platform-agnostic"), *extra],
-        "patches": [{"path": name} for name in patches],
-    }
-    kuberay = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": [kuberay_remote()],
-        # Upstream's default kustomization names a moving tag on branches; pin it.
-        "images": [{"name": "quay.io/kuberay/operator", "newTag": p.versions.kuberay}],
-    }
-    files = {KFP_DIR / "kustomization.yaml": GENERATED_HEADER + dump(kfp)}
-    for name, obj in {**patches, **extra}.items():
-        files[KFP_DIR / name] = GENERATED_HEADER + dump(obj)
-    files[KUBERAY_DIR / "kustomization.yaml"] = GENERATED_HEADER + dump(kuberay)
-    return files
-
-
-def write_upstream() -> list[Path]:
-    files = upstream_files()
-    for path, text in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return list(files)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--overlay", default=DEFAULT_OVERLAY, help="overlay name under k8s/overlays, or a directory")
-    parser.add_argument("--out", type=Path, help="write the rendered YAML here instead of stdout")
-    parser.add_argument("--write-upstream", action="store_true", help="rewrite k8s/kfp and k8s/kuberay and exit")
-    args = parser.parse_args(argv)
-    if args.write_upstream:
-        for path in write_upstream():
-            print(path.relative_to(REPO_ROOT))
-        return 0
-    write_generated()
-    text = kustomize_text(overlay_dir(args.overlay))
-    if args.out:
-        args.out.write_text(text)
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -8,6 +8,7 @@ Deployment through the Kubernetes API (``components.cluster.deploy``).
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -43,6 +44,43 @@ def canary_check(predictor: Predictor, test: pd.DataFrame, expected_mae: float, 
     return {"mae": mae, "expected_mae": expected_mae, "per_stop_ms": latency_ms, "rows": len(test), "problems": problems}
 
 
+def request_bodies(stops: pd.DataFrame, per_request: int = 20, limit: int = 50) -> list[bytes]:
+    """``/predict`` bodies from held-out stops (planning-time columns only), for canary traffic."""
+    from components.serving.api import FIELD_NAMES
+
+    rows = stops[list(FIELD_NAMES)].head(per_request * limit)
+    rows = rows.astype(object).where(rows.notna(), None)
+    bodies = []
+    for start in range(0, len(rows), per_request):
+        chunk = rows.iloc[start:start + per_request].to_dict(orient="records")
+        bodies.append(json.dumps({"stops": chunk}, default=lambda v: v.isoformat()).encode())
+    return bodies
+
+
+def kubernetes_rollout(cfg: Config, name: str, version: str, test: pd.DataFrame) -> dict:
+    """The cluster canary: synthetic traffic from held-out stops, ``production`` moved on success."""
+    from mlflow import MlflowClient
+
+    from components.cluster import deploy
+    from components.platform import platform
+
+    client = MlflowClient()
+    namespace = cfg.deploy.namespace or platform().namespace
+
+    def set_production(to: str | None) -> str | None:
+        previous = tracking.alias_version(cfg, deploy.PRODUCTION)
+        if to is None:
+            client.delete_registered_model_alias(name, deploy.PRODUCTION)
+        else:
+            client.set_registered_model_alias(name, deploy.PRODUCTION, to)
+        return previous
+
+    url = f"http://{deploy.MODEL_SERVER}.{namespace}:{platform().ports.model_server}/predict"
+    bodies = request_bodies(test)
+    return deploy.rollout(f"models:/{name}/{version}", namespace, cfg.deploy.prometheus_url, cfg.deploy.canary_seconds,
+                          set_production=set_production, traffic=lambda s: deploy.drive_traffic(url, bodies, s))
+
+
 def deploy_step(cfg: Config, features_dir: str | Path, expected_mae: float, run_uri: str | None = None) -> dict:
     tracking.setup(cfg)
     name = tracking.model_name(cfg)
@@ -50,9 +88,7 @@ def deploy_step(cfg: Config, features_dir: str | Path, expected_mae: float, run_
     if version is None:
         raise DeployFailed(f"no champion alias on {name}: nothing to deploy")
     if cfg.deploy.backend == "kubernetes":
-        from components.cluster.deploy import rollout
-
-        outcome = rollout(f"models:/{name}/{version}", cfg.deploy.namespace, cfg.deploy.prometheus_url, cfg.deploy.canary_seconds)
+        outcome = kubernetes_rollout(cfg, name, version, pd.read_parquet(Path(features_dir) / TEST))
         if not outcome.get("promoted"):
             rolled = tracking.rollback(cfg)
             raise DeployFailed(f"canary of version {version} failed ({outcome.get('reasons')}); champion back to {rolled['to']}")

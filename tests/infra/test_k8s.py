@@ -2,7 +2,7 @@
 
 Everything here runs without a cluster or network: overlays are rendered with
 ``kubectl kustomize`` and validated against the Kubernetes 1.33 schemas, RayJobs
-against KubeRay's CRDs (``../shared/schemas``), rollout and run_rayjob against
+against KubeRay's CRDs (from the pinned upstream tree; see ``tests/conftest.py``), rollout and run_rayjob against
 fake API objects, shell scripts with shellcheck, monitoring files with promtool.
 """
 
@@ -27,9 +27,9 @@ from components import monitoring
 from components.cluster import deploy, podspec, render, rayjob
 from components.platform import platform
 from components.serving import metric_names as m
+from tests.conftest import kuberay_crd_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMAS = REPO_ROOT.parent / "shared" / "schemas" / "kuberay-v1.7.0"
 K8S_VERSION = "1.33"
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 
@@ -78,11 +78,10 @@ def example_rayjob() -> dict:
     )
 
 
-@lru_cache(maxsize=None)
-def crd_schema(filename: str) -> dict:
-    crd = yaml.safe_load((SCHEMAS / filename).read_text())
-    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
-    return strict_schema(version["schema"]["openAPIV3Schema"])
+@pytest.fixture(scope="module")
+def crd_schema(upstream_root):
+    """KubeRay's CRD schemas from the pinned tree, made strict."""
+    return lambda plural: strict_schema(kuberay_crd_schema(upstream_root, plural))
 
 
 def strict_schema(schema):
@@ -237,7 +236,7 @@ def test_mlflow_uses_postgres_minio_and_allows_cluster_hosts():
 
 def test_model_server_in_base_is_the_generated_one():
     base = find(rendered(render.DEFAULT_OVERLAY), "Deployment", "model-server")
-    built = deploy.build_model_server_deployment(deploy.champion_uri())
+    built = deploy.build_model_server_deployment(deploy.production_uri())
     assert base["spec"]["template"]["spec"] == built["spec"]["template"]["spec"]
     assert base["spec"]["selector"] == built["spec"]["selector"]
     annotations = base["spec"]["template"]["metadata"]["annotations"]
@@ -275,43 +274,6 @@ def test_pipeline_runner_may_run_rayjobs_and_deploy():
     assert {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"} in binding["subjects"]
 
 
-# --- KFP and KubeRay installs (applied on the cluster only) ---------------------
-
-
-def test_upstream_kustomizations_are_current():
-    for path, text in render.upstream_files().items():
-        assert path.read_text() == text, f"{path} is stale: run python -m components.cluster.render --write-upstream"
-
-
-def test_upstream_refs_are_the_platform_pins():
-    p = platform()
-    kfp = yaml.safe_load((REPO_ROOT / "k8s/kfp/kustomization.yaml").read_text())
-    assert kfp["resources"][0].endswith(f"/env/platform-agnostic?ref={p.versions.kfp}")
-    kuberay = yaml.safe_load((REPO_ROOT / "k8s/kuberay/kustomization.yaml").read_text())
-    assert kuberay["resources"][0].endswith(f"?ref={p.versions.kuberay}")
-    assert kuberay["images"][0]["newTag"] == p.versions.kuberay
-
-
-def test_kfp_patches_are_valid_objects_pointing_at_our_minio():
-    p = platform()
-    kfp_dir = REPO_ROOT / "k8s" / "kfp"
-    kustomization = yaml.safe_load((kfp_dir / "kustomization.yaml").read_text())
-    files = [e["path"] for e in kustomization["patches"]] + kustomization["resources"][1:]
-    for name in files:
-        obj = yaml.safe_load((kfp_dir / name).read_text())
-        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
-
-    launcher = yaml.safe_load((kfp_dir / "kfp-launcher.yaml").read_text())["data"]
-    assert launcher["defaultPipelineRoot"].startswith(f"s3://{p.buckets.kfp}/")
-    s3 = yaml.safe_load(launcher["providers"])["s3"]["default"]
-    assert s3["endpoint"] == f"minio.{p.namespace}.svc.cluster.local:{p.ports.s3}"
-    assert s3["credentials"]["secretRef"]["secretName"] == podspec.S3_SECRET
-
-    argo = yaml.safe_load((kfp_dir / "workflow-controller-configmap.yaml").read_text())["data"]
-    repo = yaml.safe_load(argo["artifactRepository"])["s3"]
-    assert repo["bucket"] == p.buckets.kfp and repo["endpoint"] == s3["endpoint"] and repo["insecure"] is True
-
-
 # --- model server and rollout --------------------------------------------------
 
 
@@ -339,7 +301,8 @@ class FakeApps:
     """AppsV1Api as rollout uses it; deployments become ready unless told otherwise."""
 
     def __init__(self, stable_image="registry.example:5000/servicetime:0.1.0", never_ready=(), existing_canary=False):
-        self.deployments = {deploy.MODEL_SERVER: deploy.build_model_server_deployment(deploy.champion_uri(), image=stable_image)}
+        self.deployments = {deploy.MODEL_SERVER: deploy.build_model_server_deployment(deploy.production_uri(),
+                                                                                      image=stable_image)}
         if existing_canary:
             self.deployments[deploy.CANARY] = deploy.build_model_server_deployment("models:/old/1", name=deploy.CANARY)
         self.never_ready = set(never_ready)
@@ -370,16 +333,32 @@ class FakeApps:
         self.deployments[name] = copy.deepcopy(body)
 
     def patch_namespaced_deployment(self, name, namespace, body):
+        """A strategic merge of pod-template annotations (None deletes), as rollout sends."""
         self.calls.append(("patch", name))
-        patched = body["spec"]["template"]["spec"]["containers"][0]
-        for c in self.deployments[name]["spec"]["template"]["spec"]["containers"]:
-            if c["name"] == patched["name"]:
-                c["args"] = patched["args"]
+        meta = self.deployments[name]["spec"]["template"].setdefault("metadata", {})
+        annotations = meta.setdefault("annotations", {})
+        for key, value in body["spec"]["template"]["metadata"]["annotations"].items():
+            if value is None:
+                annotations.pop(key, None)
+            else:
+                annotations[key] = value
 
     def delete_namespaced_deployment(self, name, namespace):
         self.calls.append(("delete", name))
         self._get(name)
         del self.deployments[name]
+
+
+class FakeAlias:
+    """The registry's `production` alias, as set_production sees it."""
+
+    def __init__(self, version=None):
+        self.version, self.moves = version, []
+
+    def __call__(self, to):
+        previous, self.version = self.version, to
+        self.moves.append(to)
+        return previous
 
 
 def fake_prometheus(values: dict[str, float | None]):
@@ -400,36 +379,55 @@ def model_uri_of(apps: FakeApps, name: str) -> str:
     return args[args.index("--model-uri") + 1]
 
 
-def run_rollout(apps, query, **kwargs):
+def served_version(apps: FakeApps) -> str | None:
+    meta = apps.deployments[deploy.MODEL_SERVER]["spec"]["template"].get("metadata", {})
+    return (meta.get("annotations") or {}).get(deploy.VERSION_ANNOTATION)
+
+
+def run_rollout(apps, query, alias=None, **kwargs):
     return deploy.rollout(
         "models:/servicetime/7", "servicetime", "http://prometheus:9090", 30,
-        apps_api=apps, query=query, sleep=lambda s: None, **kwargs,
+        apps_api=apps, query=query, sleep=lambda s: None, set_production=alias or FakeAlias("6"), **kwargs,
     )
 
 
+HEALTHY = {"requests_per_s": 3.0, "error_ratio": 0.0, "fallback_ratio": 0.01}
+
+
+def test_stable_follows_production_not_champion():
+    """register moves `champion` before the canary; a stable server following it would be the candidate."""
+    stable = find(rendered(render.DEFAULT_OVERLAY), "Deployment", deploy.MODEL_SERVER)
+    args = containers(stable)[0]["args"]
+    assert args[args.index("--model-uri") + 1] == deploy.production_uri()
+    assert "@champion" not in deploy.production_uri()
+
+
 def test_rollout_promotes_a_healthy_canary():
-    apps = FakeApps()
-    query = fake_prometheus({"requests_per_s": 3.0, "error_ratio": 0.0, "fallback_ratio": 0.01})
-    result = run_rollout(apps, query)
+    apps, alias = FakeApps(), FakeAlias("6")
+    query = fake_prometheus(HEALTHY)
+    result = run_rollout(apps, query, alias)
     assert result["promoted"] is True, result
-    assert model_uri_of(apps, deploy.MODEL_SERVER) == "models:/servicetime/7"
+    assert alias.version == "7" and served_version(apps) == "7"
+    assert model_uri_of(apps, deploy.MODEL_SERVER) == deploy.production_uri()  # re-applying the base keeps it
     assert deploy.CANARY not in apps.deployments
     assert ("create", deploy.CANARY) in apps.calls and ("patch", deploy.MODEL_SERVER) in apps.calls
     assert all('track="canary"' in q and f'job="{m.SCRAPE_JOB}"' in q for q in query.seen)
 
 
-def test_rollout_canary_runs_the_stable_image():
+def test_rollout_canary_runs_the_candidate_version_on_the_stable_image():
     apps = FakeApps(stable_image="registry.example:5000/servicetime:9.9.9")
     seen = {}
     original = apps.create_namespaced_deployment
 
     def spy(namespace, body):
-        seen["image"] = body["spec"]["template"]["spec"]["containers"][0]["image"]
+        seen["body"] = copy.deepcopy(body)
         return original(namespace, body)
 
     apps.create_namespaced_deployment = spy
-    run_rollout(apps, fake_prometheus({"requests_per_s": 1.0, "error_ratio": 0.0, "fallback_ratio": 0.0}))
-    assert seen["image"] == "registry.example:5000/servicetime:9.9.9"
+    run_rollout(apps, fake_prometheus(HEALTHY))
+    canary = seen["body"]["spec"]["template"]["spec"]["containers"][0]
+    assert canary["image"] == "registry.example:5000/servicetime:9.9.9"
+    assert canary["args"][canary["args"].index("--model-uri") + 1] == "models:/servicetime/7"
 
 
 @pytest.mark.parametrize(
@@ -440,25 +438,48 @@ def test_rollout_canary_runs_the_stable_image():
     ],
 )
 def test_rollout_rolls_back_an_unhealthy_canary(values, reason):
-    apps = FakeApps()
-    result = run_rollout(apps, fake_prometheus(values))
+    apps, alias = FakeApps(), FakeAlias("6")
+    result = run_rollout(apps, fake_prometheus(values), alias)
     assert result["promoted"] is False
     assert any(reason in r for r in result["reasons"])
-    assert model_uri_of(apps, deploy.MODEL_SERVER) == deploy.champion_uri()
+    assert alias.moves == [] and served_version(apps) is None
     assert deploy.CANARY not in apps.deployments
 
 
 def test_rollout_rolls_back_a_canary_that_never_gets_ready():
-    apps = FakeApps(never_ready={deploy.CANARY})
+    apps, alias = FakeApps(never_ready={deploy.CANARY}), FakeAlias("6")
     clock = iter(range(0, 10_000, 100))
     result = deploy.rollout(
         "models:/servicetime/7", "servicetime", "http://p:9090", 30, apps_api=apps,
-        query=lambda q: pytest.fail("no query before the canary is ready"),
+        query=lambda q: pytest.fail("no query before the canary is ready"), set_production=alias,
         sleep=lambda s: None, clock=lambda: next(clock), ready_timeout_s=300,
     )
     assert result["promoted"] is False and "not ready" in result["reasons"][0]
-    assert deploy.CANARY not in apps.deployments
-    assert model_uri_of(apps, deploy.MODEL_SERVER) == deploy.champion_uri()
+    assert deploy.CANARY not in apps.deployments and alias.moves == []
+
+
+def test_rollout_reverts_production_when_stable_fails_on_the_new_model():
+    apps, alias = FakeApps(never_ready={deploy.MODEL_SERVER}), FakeAlias("6")
+    clock = iter(range(0, 10_000, 100))
+    result = deploy.rollout(
+        "models:/servicetime/7", "servicetime", "http://p:9090", 30, apps_api=apps, query=fake_prometheus(HEALTHY),
+        set_production=alias, sleep=lambda s: None, clock=lambda: next(clock), ready_timeout_s=300,
+    )
+    assert result["promoted"] is False and "reverted" in result["reasons"][-1]
+    assert alias.version == "6" and alias.moves == ["7", "6"] and served_version(apps) is None
+
+
+def test_rollout_with_synthetic_traffic_requires_that_the_canary_saw_it():
+    seen = []
+
+    def traffic(seconds):
+        seen.append(seconds)
+        return {"sent": 150, "ok": 150, "errors": {}}
+
+    silent = fake_prometheus({"requests_per_s": None, "error_ratio": None, "fallback_ratio": None})
+    result = run_rollout(FakeApps(), silent, traffic=traffic)
+    assert seen == [30] and result["promoted"] is False and "no canary traffic" in result["reasons"][-1]
+    assert run_rollout(FakeApps(), fake_prometheus(HEALTHY), traffic=traffic)["promoted"] is True
 
 
 def test_rollout_replaces_a_leftover_canary_and_handles_no_traffic():
@@ -471,26 +492,56 @@ def test_rollout_replaces_a_leftover_canary_and_handles_no_traffic():
     assert strict["promoted"] is False
 
 
+def test_drive_traffic_posts_the_bodies_to_a_real_server():
+    import http.server
+    import threading
+
+    got = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200 if len(got) % 2 else 422)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/predict"
+        ticks = iter(range(100))
+        out = deploy.drive_traffic(url, [b'{"stops": [1]}', b'{"stops": [2]}'], 5, clock=lambda: next(ticks),
+                                   sleep=lambda s: None)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out["sent"] == len(got) == 4 and out["ok"] == 2 and out["errors"] == {"HTTPError": 2}
+    assert [g["stops"][0] for g in got] == [1, 2, 1, 2]
+
+
 # --- RayJob --------------------------------------------------------------------
 
 
-def test_rayjob_validates_against_the_kuberay_crd():
+def test_rayjob_validates_against_the_kuberay_crd(crd_schema):
     job = example_rayjob()
-    jsonschema.validate(job, crd_schema("ray.io_rayjobs.yaml"))
+    jsonschema.validate(job, crd_schema("rayjobs"))
     cluster = {
         "apiVersion": "ray.io/v1",
         "kind": "RayCluster",
         "metadata": {"name": "train-abc123"},
         "spec": job["spec"]["rayClusterSpec"],
     }
-    jsonschema.validate(cluster, crd_schema("ray.io_rayclusters.yaml"))
+    jsonschema.validate(cluster, crd_schema("rayclusters"))
 
 
-def test_strict_crd_schema_catches_unknown_fields():
+def test_strict_crd_schema_catches_unknown_fields(crd_schema):
     job = example_rayjob()
     job["spec"]["shutdownAfterJobFinish"] = True  # a typo the API server would prune silently
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(job, crd_schema("ray.io_rayjobs.yaml"))
+        jsonschema.validate(job, crd_schema("rayjobs"))
 
 
 def test_rayjob_shape():
