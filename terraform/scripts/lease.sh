@@ -28,6 +28,33 @@ need_cli() {
   command -v python3 >/dev/null || die "python3 not found"
 }
 
+# Blazar acts on a lease through a Keystone trust that it creates with the
+# caller's login, and Keystone refuses to create trusts for a restricted
+# application credential (HTTP 403).
+trust_refused() {
+  case "$1" in
+  *"not allowed for managing trusts"* | *"application_credential"*"trust"*) return 0 ;;
+  esac
+  return 1
+}
+
+die_trust_refused() {
+  die "Keystone refused Blazar a trust for this login, so the lease cannot be created:
+  $1
+
+  Blazar needs a Keystone trust to create a lease, and your clouds.yaml holds a
+  restricted application credential, which may not create trusts. Either:
+  1. create an application credential with 'Unrestricted' ticked (KVM@TACC
+     dashboard > Identity > Application Credentials; mind what that allows,
+     see terraform/README.md, step 3), save its clouds.yaml and run
+     'terraform apply' again; or
+  2. keep this credential and create the lease with your own login (dashboard
+     > Reservations > Leases > Create Lease, a flavor reservation of
+     ${FLAVOR:-your flavor} with amount = node_count), then put its
+     reservation id into terraform.tfvars as reservation_id
+     (gpu_reservation_id for the GPU node) and run 'terraform apply' again."
+}
+
 # field JSON KEY: one string value of a flat JSON object.
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2], ""))' "$1" "$2"; }
 
@@ -109,10 +136,14 @@ end = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=in
 print(end.strftime("%Y-%m-%d %H:%M"))
 ' "$HOURS")"
     log "creating lease $LEASE_NAME: ${AMOUNT} x $FLAVOR until $end_date UTC"
-    openstack reservation lease create \
+    local err
+    if ! err="$(openstack reservation lease create \
       --reservation "resource_type=flavor:instance,flavor_id=${flavor_uuid},amount=${AMOUNT}" \
       --end-date "$end_date" \
-      "$LEASE_NAME" >/dev/null
+      "$LEASE_NAME" 2>&1 >/dev/null)"; then
+      if trust_refused "$err"; then die_trust_refused "$err"; fi
+      die "cannot create lease $LEASE_NAME: $err"
+    fi
   else
     log "reusing lease $LEASE_NAME ($status)"
   fi

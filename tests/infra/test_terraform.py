@@ -418,6 +418,11 @@ def save():
     json.dump(state, open(state_file, "w"))
 if os.environ.get("FAKE_OS_FAIL"):
     save(); print("auth failed", file=sys.stderr); sys.exit(1)
+if os.environ.get("FAKE_OS_TRUST_403") and args[:3] == ["reservation", "lease", "create"]:
+    save()
+    print("ERROR: Using method 'application_credential' is not allowed for managing trusts. "
+          "(HTTP 403) (Request-ID: req-0123)", file=sys.stderr)
+    sys.exit(1)
 if args[:2] == ["flavor", "show"]:
     print("flavor-" + args[2]); save(); sys.exit(0)
 assert args[:2] == ["reservation", "lease"], args
@@ -526,6 +531,49 @@ def test_lease_delete_fails_loudly_when_the_api_fails(fake_openstack):
     result = _lease("delete", env)
     assert result.returncode != 0, "an API failure must not pass for an already deleted lease"
     assert "already gone" not in result.stderr
+
+
+def test_lease_create_explains_a_refused_trust(fake_openstack, tmp_path):
+    """A restricted application credential cannot create the trust Blazar needs:
+    the script must say what to do, not just pass Keystone's 403 on."""
+    env, state_file = fake_openstack
+    lease_file = tmp_path / ".leases" / "servicetime-ab1234-server.json"
+    env = {
+        **env,
+        "LEASE_NAME": "servicetime-ab1234-server",
+        "LEASE_FILE": str(lease_file),
+        "FLAVOR": "m1.large",
+        "AMOUNT": "1",
+        "HOURS": "24",
+        "FAKE_OS_TRUST_403": "1",
+    }
+    result = _lease("create", env)
+    assert result.returncode != 0
+    message = result.stderr
+    assert "not allowed for managing trusts" in message, "Keystone's own words are kept"
+    assert "Unrestricted" in message and "Application Credentials" in message
+    assert "reservation_id" in message and "terraform.tfvars" in message
+    assert "m1.large" in message
+    assert not lease_file.exists()
+    state = json.loads(state_file.read_text())
+    assert state["leases"] == {}
+    assert sum(c[:3] == ["reservation", "lease", "create"] for c in state["calls"]) == 1, "no retry loop"
+
+
+def test_lease_create_reports_other_failures_plainly(fake_openstack, tmp_path):
+    env, _ = fake_openstack
+    env = {
+        **env,
+        "LEASE_NAME": "servicetime-ab1234-server",
+        "LEASE_FILE": str(tmp_path / "lease.json"),
+        "FLAVOR": "m1.large",
+        "AMOUNT": "1",
+        "HOURS": "24",
+        "FAKE_OS_FAIL": "1",
+    }
+    result = _lease("create", env)
+    assert result.returncode != 0
+    assert "Unrestricted" not in result.stderr, "only a refused trust gets the credential advice"
 
 
 # --------------------------------------------------------------------------
