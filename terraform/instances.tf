@@ -26,6 +26,7 @@ resource "openstack_compute_instance_v2" "node" {
     node_mac       = openstack_networking_port_v2.private[each.key].mac_address
     node_labels    = each.value.labels
     private_prefix = split("/", var.private_cidr)[1]
+    private_mtu    = local.private_mtu
     server_ip      = local.server_ip
     expected_nodes = length(local.nodes)
     k3s_version    = local.platform.versions.k3s

@@ -20,6 +20,16 @@ resource "openstack_networking_subnet_v2" "private" {
   enable_dhcp = true
 }
 
+locals {
+  # Neutron reports the network's MTU (1450 on VXLAN tenant networks); a node
+  # that has to address its private NIC itself sets the same. private_mtu is
+  # the fallback for a cloud that reports none.
+  private_mtu = try(
+    openstack_networking_network_v2.private.mtu > 0 ? openstack_networking_network_v2.private.mtu : var.private_mtu,
+    var.private_mtu,
+  )
+}
+
 # Only SSH is open to the world; the UIs are reached through SSH tunnels.
 resource "openstack_networking_secgroup_v2" "ssh" {
   name        = "${local.suffix}-ssh"

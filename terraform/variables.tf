@@ -167,6 +167,17 @@ variable "private_cidr" {
   }
 }
 
+variable "private_mtu" {
+  description = "MTU for the private NIC when a node has to configure it itself; used only if Neutron reports no MTU for the network (VXLAN tenant networks are 1450)."
+  type        = number
+  default     = 1450
+
+  validation {
+    condition     = var.private_mtu >= 1280 && var.private_mtu <= 9216 && floor(var.private_mtu) == var.private_mtu
+    error_message = "private_mtu must be a whole number from 1280 to 9216."
+  }
+}
+
 variable "repo_url" {
   description = "Git URL of the servicetime repository (your fork) that the control plane clones to run infra/bootstrap.sh."
   type        = string

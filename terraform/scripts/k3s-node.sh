@@ -9,13 +9,39 @@ ENV_FILE="${1:-/etc/servicetime/cluster.env}"
 . "$ENV_FILE"
 : "${K3S_ROLE:?}" "${K3S_VERSION:?}" "${K3S_TOKEN:?}" "${NODE_IP:?}" "${NODE_MAC:?}"
 : "${PRIVATE_PREFIX:?}" "${SERVER_IP:?}" "${REGISTRY_HOST:?}"
+PRIVATE_MTU="${PRIVATE_MTU:-1450}"
+
+# System paths, overridable so the tests can run this script in a sandbox.
+SYS_NET="${SERVICETIME_SYS_NET:-/sys/class/net}"
+NETPLAN_DIR="${SERVICETIME_NETPLAN_DIR:-/etc/netplan}"
+HOSTS_FILE="${SERVICETIME_HOSTS_FILE:-/etc/hosts}"
 
 log() { echo "servicetime-k3s: $*"; }
+
+# CC-Ubuntu24.04 runs firewalld, which drops what k3s needs between nodes
+# (the API on 6443, flannel VXLAN on 8472/udp, the kubelet on 10250, the
+# registry). The security groups filter traffic, as k3s's requirements
+# assume: turn host firewalls off for good before anything is installed.
+disable_host_firewalls() {
+  local unit installed
+  if command -v ufw >/dev/null; then ufw disable >/dev/null || true; fi
+  for unit in firewalld ufw; do
+    installed="$(systemctl list-unit-files --no-legend "$unit.service" 2>/dev/null || true)"
+    case "$installed" in
+    "$unit.service"*)
+      log "stopping and masking $unit"
+      systemctl disable --now "$unit.service" || true
+      systemctl mask "$unit.service"
+      ;;
+    esac
+  done
+}
+disable_host_firewalls
 
 # Interface names differ between images; the private port's MAC does not.
 private_iface() {
   local dev
-  for dev in /sys/class/net/*; do
+  for dev in "$SYS_NET"/*; do
     if [ "$(cat "$dev/address" 2>/dev/null)" = "${NODE_MAC,,}" ]; then
       basename "$dev"
       return 0
@@ -38,20 +64,22 @@ for _ in $(seq 1 30); do
   sleep 2
 done
 # If the image did not bring the second NIC up with DHCP, pin the address
-# Terraform assigned (persistently, so a reboot keeps the cluster).
+# Terraform assigned (persistently, so a reboot keeps the cluster), with the
+# network's MTU: Neutron tenant networks are smaller than Ethernet's 1500.
 if ! has_ip "$iface"; then
-  log "configuring $NODE_IP/$PRIVATE_PREFIX on $iface"
-  printf 'network:\n  version: 2\n  ethernets:\n    %s:\n      dhcp4: false\n      addresses: [%s/%s]\n' \
-    "$iface" "$NODE_IP" "$PRIVATE_PREFIX" >/etc/netplan/60-servicetime-private.yaml
-  chmod 0600 /etc/netplan/60-servicetime-private.yaml
+  log "configuring $NODE_IP/$PRIVATE_PREFIX (MTU $PRIVATE_MTU) on $iface"
+  netplan_file="$NETPLAN_DIR/60-servicetime-private.yaml"
+  printf 'network:\n  version: 2\n  ethernets:\n    %s:\n      dhcp4: false\n      mtu: %s\n      addresses: [%s/%s]\n' \
+    "$iface" "$PRIVATE_MTU" "$NODE_IP" "$PRIVATE_PREFIX" >"$netplan_file"
+  chmod 0600 "$netplan_file"
   netplan apply
   has_ip "$iface" || { log "$iface still lacks $NODE_IP"; exit 1; }
 fi
 
 # Host tools (image pushes from the control plane) resolve the registry too.
 registry_name="${REGISTRY_HOST%%:*}"
-grep -qE "[[:space:]]${registry_name//./\\.}([[:space:]]|\$)" /etc/hosts ||
-  echo "$SERVER_IP $registry_name" >>/etc/hosts
+grep -qE "[[:space:]]${registry_name//./\\.}([[:space:]]|\$)" "$HOSTS_FILE" ||
+  echo "$SERVER_IP $registry_name" >>"$HOSTS_FILE"
 
 # The installer is taken from the same tag as the binary it installs.
 installer="$(mktemp)"

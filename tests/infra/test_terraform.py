@@ -130,6 +130,7 @@ CONSTRAINED = {
     "user",
     "key_pair",
     "node_count",
+    "private_mtu",
     "gpu_count",
     "lease_hours",
     "reservation_id",
@@ -152,6 +153,7 @@ def test_variables_have_description_type_and_validation(hcl):
         for rule in rules:
             assert rule.get("condition") and rule.get("error_message"), name
     assert "var.node_count >= 1" in variables["node_count"]["validation"][0]["condition"]
+    assert variables["private_mtu"]["default"] == 1450
     assert "contains([0, 1], var.gpu_count)" in variables["gpu_count"]["validation"][0]["condition"]
 
 
@@ -301,6 +303,7 @@ def _template_vars(role: str) -> dict[str, str]:
         "node_mac": "fa:16:3e:00:00:01",
         "node_labels": "" if role == "server" else "servicetime/gpu=true",
         "private_prefix": "24",
+        "private_mtu": "1450",
         "server_ip": "192.168.50.10",
         "expected_nodes": "3",
         "k3s_version": PLATFORM["versions"]["k3s"],
@@ -574,6 +577,125 @@ def test_lease_create_reports_other_failures_plainly(fake_openstack, tmp_path):
     result = _lease("create", env)
     assert result.returncode != 0
     assert "Unrestricted" not in result.stderr, "only a refused trust gets the credential advice"
+
+
+# k3s-node.sh in a sandbox: every command that would touch the machine is a
+# stub that records its arguments; the file-system paths point into tmp_path.
+NODE_STUBS = {
+    "systemctl": """
+        echo "systemctl $*" >>"$CALLS"
+        if [ "$1" = list-unit-files ]; then
+          for unit in $FAKE_UNITS; do
+            [ "$unit.service" = "$3" ] && echo "$unit.service enabled enabled"
+          done
+        fi
+        exit 0
+    """,
+    "ufw": 'echo "ufw $*" >>"$CALLS"',
+    "ip": """
+        # ip -4 -o addr show dev IFACE
+        if [ -e "$SANDBOX/dhcp-up" ] || [ -e "$SANDBOX/netplan-applied" ]; then
+          echo "3: $6    inet $FAKE_NODE_IP/24 brd 192.168.50.255 scope global $6"
+        fi
+    """,
+    "netplan": 'echo "netplan $*" >>"$CALLS"; touch "$SANDBOX/netplan-applied"',
+    "curl": """
+        echo "curl $*" >>"$CALLS"
+        while [ $# -gt 0 ]; do
+          if [ "$1" = -o ]; then echo '#!/bin/sh' >"$2"; fi
+          shift
+        done
+    """,
+    "sh": 'shift; echo "install $* K3S_URL=${K3S_URL:-}" >>"$CALLS"',  # sh INSTALLER ARGS...
+    "sleep": "exit 0",
+}
+
+
+def _run_node_script(
+    tmp_path: Path, role: str, dhcp: bool, units: str = "firewalld ufw"
+) -> tuple[subprocess.CompletedProcess, list[str], Path]:
+    sandbox = tmp_path / "node"
+    bin_dir, net, netplan = sandbox / "bin", sandbox / "net", sandbox / "netplan"
+    for d in (bin_dir, net / "eth0", net / "eth1", netplan):
+        d.mkdir(parents=True)
+    (net / "eth0" / "address").write_text("fa:16:3e:aa:aa:aa\n")
+    (net / "eth1" / "address").write_text("fa:16:3e:00:00:01\n")
+    (sandbox / "hosts").write_text("127.0.0.1 localhost\n")
+    if dhcp:
+        (sandbox / "dhcp-up").touch()
+    for name, body in NODE_STUBS.items():
+        stub = bin_dir / name
+        stub.write_text("#!/bin/bash\n" + textwrap.dedent(body).strip() + "\n")
+        stub.chmod(0o755)
+
+    values = _template_vars(role)
+    rendered = yaml.safe_load(render(TEMPLATE.read_text(), values))
+    (env_file,) = [f for f in rendered["write_files"] if f["path"] == "/etc/servicetime/cluster.env"]
+    (sandbox / "cluster.env").write_text(env_file["content"])
+    calls = sandbox / "calls.log"
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "CALLS": str(calls),
+        "SANDBOX": str(sandbox),
+        "FAKE_UNITS": units,  # installed systemd units
+        "FAKE_NODE_IP": values["node_ip"],
+        "SERVICETIME_SYS_NET": str(net),
+        "SERVICETIME_NETPLAN_DIR": str(netplan),
+        "SERVICETIME_HOSTS_FILE": str(sandbox / "hosts"),
+    }
+    result = subprocess.run(
+        ["bash", str(TF_DIR / "scripts" / "k3s-node.sh"), str(sandbox / "cluster.env")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return result, calls.read_text().splitlines() if calls.exists() else [], sandbox
+
+
+@pytest.mark.parametrize("role", ["server", "agent"])
+def test_node_script_turns_host_firewalls_off_before_k3s(tmp_path, role):
+    result, calls, sandbox = _run_node_script(tmp_path, role, dhcp=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (install,) = [i for i, c in enumerate(calls) if c.startswith("install ")]
+    (download,) = [i for i, c in enumerate(calls) if c.startswith("curl ")]
+    for unit in ("firewalld", "ufw"):
+        stop = calls.index(f"systemctl disable --now {unit}.service")
+        mask = calls.index(f"systemctl mask {unit}.service")
+        assert stop < mask < download < install, calls
+    assert calls.index("ufw disable") < install
+    # and k3s itself is installed as asked, on the private interface
+    assert f"--node-ip {_template_vars(role)['node_ip']} --flannel-iface eth1" in calls[install]
+    if role == "server":
+        assert calls[install].startswith("install server ") and calls[install].endswith("K3S_URL=")
+    else:
+        assert calls[install].startswith("install agent ")
+        assert calls[install].endswith(f"K3S_URL=https://{_template_vars(role)['server_ip']}:6443")
+    registry = PLATFORM["image"]["repository"].split(":")[0]
+    assert f"{_template_vars(role)['server_ip']} {registry}" in (sandbox / "hosts").read_text()
+    assert not list((sandbox / "netplan").iterdir()), "DHCP configured the NIC: no netplan file"
+
+
+def test_node_script_without_firewalls_installed(tmp_path):
+    """An image without firewalld is fine too: nothing to stop or mask."""
+    result, calls, _ = _run_node_script(tmp_path, "agent", dhcp=True, units="")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not [c for c in calls if c.startswith("systemctl mask")]
+    assert any(c.startswith("install agent ") for c in calls)
+
+
+def test_node_script_pins_address_and_mtu_without_dhcp(tmp_path):
+    result, calls, sandbox = _run_node_script(tmp_path, "agent", dhcp=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (netplan_file,) = (sandbox / "netplan").iterdir()
+    config = yaml.safe_load(netplan_file.read_text())
+    eth1 = config["network"]["ethernets"]["eth1"]
+    assert eth1["dhcp4"] is False
+    assert eth1["mtu"] == int(_template_vars("agent")["private_mtu"]) == 1450
+    assert eth1["addresses"] == [f"{_template_vars('agent')['node_ip']}/24"]
+    assert calls.index("netplan apply") < [i for i, c in enumerate(calls) if c.startswith("install ")][0]
+    assert stat.S_IMODE(netplan_file.stat().st_mode) == 0o600
 
 
 # --------------------------------------------------------------------------
