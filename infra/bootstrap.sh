@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Install the servicetime platform on the k3s cluster. Run on the control-plane
-# node from a checkout of this repository, after `terraform apply` (cloud-init may
-# call it too). Safe to run again: every step checks before it changes anything,
-# and generated credentials are kept once created.
+# Install the servicetime platform on a k3s cluster (Chameleon, or any k3s/k3d:
+# set KUBECONFIG, and NODE_LOCAL=0 where this machine is not the control plane).
+# Run from a checkout of this repository; cloud-init calls it after
+# `terraform apply`. Safe to run again, and the way to resume: every step checks
+# before it changes anything, generated credentials are kept once created.
 #
 #   EXPECTED_NODES=3 infra/bootstrap.sh
 #
-# Steps: wait for the nodes; registry mirror on this node; KubeRay; KFP with our
-# object-store patches; Secrets; our overlay (rendered from platform.yaml);
-# build and push the image; wait for every Deployment; print how to reach it all.
+# Steps: wait for the nodes; registry mirror on this node; a small venv; the
+# pinned upstream trees (KFP, Argo, KubeRay) fetched once; Secrets; the whole
+# install rendered offline by components.cluster.install (the same render the
+# tests check) and applied, CRDs first; the UI port-forwards; the image built and
+# pushed; then every Deployment waited for, each reported, none fatal alone.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,6 +20,10 @@ EXPECTED_NODES="${EXPECTED_NODES:-1}"
 KUBECONFIG="${KUBECONFIG:-/etc/rancher/k3s/k3s.yaml}"
 VENV="${VENV:-$HOME/.cache/servicetime/bootstrap-venv}"
 PYTHON="${PYTHON:-python3}"
+NODE_LOCAL="${NODE_LOCAL:-1}"       # 0: not on the control plane (k3d, a laptop): no hosts, mirror, systemd
+BUILD_IMAGE="${BUILD_IMAGE:-1}"     # 0: the image is already in the registry (or imported into k3d)
+APT_LOCK_TIMEOUT=600                # first boot: cloud-init and unattended-upgrades hold the dpkg lock
+SLOW=()                             # components that did not become ready in time
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -38,8 +45,8 @@ kc() {
 source "$REPO_ROOT/infra/platform.sh"
 
 NS="$(platform namespace)"
-KFP_NS="kubeflow"            # fixed by KFP's env/platform-agnostic
-KUBERAY_NS="ray-system"      # fixed by KubeRay's config/default
+KFP_NS="$(platform namespaces.kfp)"          # fixed by KFP's env/platform-agnostic
+KUBERAY_NS="$(platform namespaces.kuberay)"  # rendered there by components/cluster/install.py
 KFP_VERSION="$(platform versions.kfp)"
 REGISTRY_HOST="$(platform image.repository)"
 REGISTRY_HOST="${REGISTRY_HOST%%/*}"         # host:port of the registry
@@ -67,6 +74,7 @@ wait_for_nodes() {
 # name to it. Terraform's cloud-init sets both up on every node; on a cluster
 # made by hand, this makes sure the control plane at least has them.
 configure_registry_mirror() {
+  [[ "$NODE_LOCAL" == 1 ]] || return 0
   local name="${REGISTRY_HOST%%:*}" port="${REGISTRY_HOST##*:}"
   grep -qE "[[:space:]]${name//./\\.}([[:space:]]|\$)" /etc/hosts ||
     echo "$SERVER_IP $name" | $SUDO tee -a /etc/hosts >/dev/null
@@ -86,18 +94,40 @@ configure_registry_mirror() {
   until kc get --raw /readyz >/dev/null 2>&1; do sleep 3; done
 }
 
-# The render needs only PyYAML and pydantic, held to the project's lock.
+apt_install() {
+  $SUDO apt-get -o DPkg::Lock::Timeout=$APT_LOCK_TIMEOUT update -qq
+  $SUDO DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=$APT_LOCK_TIMEOUT install -y -qq "$@" >/dev/null
+}
+
+# The render needs only PyYAML and pydantic, held to the project's lock. A venv
+# left half-made by an interrupted run (no working pip) is made again.
+venv_usable() { "$VENV/bin/python" -m pip --version >/dev/null 2>&1; }
+
 ensure_venv() {
+  if [[ -e "$VENV" ]] && ! venv_usable; then
+    log "removing a half-made venv: $VENV"
+    rm -rf "$VENV"
+  fi
   if [[ ! -x "$VENV/bin/python" ]]; then
     log "python venv for rendering manifests: $VENV"
     python3 -m venv "$VENV" 2>/dev/null || {
-      $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv >/dev/null
+      rm -rf "$VENV"
+      apt_install python3-venv
       python3 -m venv "$VENV"
     }
   fi
   local constraints=()
   [[ -f "$REPO_ROOT/requirements.lock" ]] && constraints=(-c "$REPO_ROOT/requirements.lock")
-  "$VENV/bin/pip" install -q --disable-pip-version-check "${constraints[@]}" pyyaml 'pydantic>=2.10,<3'
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${constraints[@]}" pyyaml 'pydantic>=2.10,<3'
+}
+
+# The pinned KFP, Argo and KubeRay trees, downloaded once into the cache
+# (components/cluster/upstream.py); nothing is fetched by kustomize at apply time.
+fetch_upstream() {
+  log "pinned upstream manifests (KFP $KFP_VERSION, Argo $(platform versions.argo), KubeRay $(platform versions.kuberay))"
+  UPSTREAM="$(cd "$REPO_ROOT" && "$VENV/bin/python" -c \
+    'from components.cluster import upstream; print(upstream.locate(download=True))')"
+  echo "trees in $UPSTREAM"
 }
 
 ensure_namespace() {
@@ -150,50 +180,67 @@ copy_s3_secret_to_kfp() {
     --dry-run=client -o yaml | kc apply -f - >/dev/null
 }
 
-install_kuberay() {
-  log "KubeRay operator $(platform versions.kuberay)"
+# One render of everything (KFP, Argo, KubeRay, our overlay), applied in two
+# passes: Namespaces and CRDs, then all of it once the CRDs are established.
+apply_install() {
+  log "rendering the install (overlay $OVERLAY) from $UPSTREAM"
+  (cd "$REPO_ROOT" && "$VENV/bin/python" -m components.cluster.install --upstream "$UPSTREAM" \
+    --overlay "$OVERLAY" --no-samples --out "$WORK/install.yaml" --crds-out "$WORK/crds.yaml")
+  log "applying Namespaces and CRDs"
   # Server-side: the CRDs are too large for the last-applied annotation.
-  kc apply --server-side --force-conflicts -k "$REPO_ROOT/k8s/kuberay" >/dev/null
-  kc -n "$KUBERAY_NS" rollout status deployment/kuberay-operator --timeout=600s
-}
-
-install_kfp() {
-  log "Kubeflow Pipelines $KFP_VERSION (standalone, objects in our MinIO)"
-  kc apply --server-side --force-conflicts \
-    -k "github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources?ref=$KFP_VERSION" >/dev/null
-  kc wait --for condition=established --timeout=120s crd/applications.app.k8s.io
-  ensure_namespace "$KFP_NS"
+  kc apply --server-side --force-conflicts -f "$WORK/crds.yaml" >/dev/null
+  kc wait --for condition=established --timeout=180s crd --all >/dev/null
   copy_s3_secret_to_kfp
-  kc apply --server-side --force-conflicts -k "$REPO_ROOT/k8s/kfp" >/dev/null
-}
-
-apply_platform() {
-  log "servicetime platform (overlay $OVERLAY)"
-  (cd "$REPO_ROOT" && "$VENV/bin/python" -m components.cluster.render --overlay "$OVERLAY" --out "$WORK/platform.yaml")
   # A Job's template is immutable; the setup Job is idempotent, so run it anew.
   kc -n "$NS" delete job minio-setup --ignore-not-found >/dev/null
-  kc apply --server-side --force-conflicts -f "$WORK/platform.yaml" >/dev/null
-  kc -n "$REGISTRY_NS" rollout status deployment/registry --timeout=600s
-  for deployment in minio postgres prometheus grafana; do
-    kc -n "$NS" rollout status "deployment/$deployment" --timeout=600s
+  log "applying the install"
+  kc apply --server-side --force-conflicts -f "$WORK/install.yaml" >/dev/null
+}
+
+# wait_ready NAMESPACE KIND/NAME TIMEOUT: report a slow component, do not abort.
+wait_ready() {
+  if ! kc -n "$1" rollout status "$2" --timeout="$3" >/dev/null 2>&1; then
+    echo "WARNING: $1/$2 not ready after $3 (kubectl -n $1 describe $2)" >&2
+    SLOW+=("$1/$2")
+    return 0
+  fi
+  echo "ready: $1/$2"
+}
+
+wait_for_platform() {
+  log "waiting for the platform"
+  wait_ready "$REGISTRY_NS" deployment/registry 600s
+  for deployment in minio postgres prometheus grafana mlflow model-server; do
+    wait_ready "$NS" "deployment/$deployment" 600s
   done
-  kc -n "$NS" wait --for=condition=complete job/minio-setup --timeout=600s
+  if ! kc -n "$NS" wait --for=condition=complete job/minio-setup --timeout=600s >/dev/null 2>&1; then
+    echo "WARNING: $NS/job/minio-setup did not complete (kubectl -n $NS logs job/minio-setup)" >&2
+    SLOW+=("$NS/job/minio-setup")
+  fi
+  wait_ready "$KUBERAY_NS" deployment/kuberay-operator 600s
 }
 
 build_image() {
+  if [[ "$BUILD_IMAGE" != 1 ]]; then
+    log "image: not built here (BUILD_IMAGE=$BUILD_IMAGE)"
+    return 0
+  fi
   log "image"
   "$REPO_ROOT/infra/build_image.sh"
   # Pods that tried before the push are in image-pull back-off; start them over.
   kc -n "$NS" rollout restart deployment/mlflow deployment/model-server >/dev/null
-  kc -n "$NS" rollout status deployment/mlflow --timeout=900s
 }
 
 wait_for_kfp() {
   log "waiting for KFP (first start pulls large images)"
-  kc -n "$KFP_NS" wait --for=condition=Available deployment --all --timeout=1800s
+  local deployment
+  for deployment in $(kc -n "$KFP_NS" get deployments -o name); do
+    wait_ready "$KFP_NS" "$deployment" 1200s
+  done
 }
 
 install_port_forwards() {
+  [[ "$NODE_LOCAL" == 1 ]] || return 0
   log "forwarding the UIs to 127.0.0.1 on this node (systemd unit servicetime-port-forward)"
   $SUDO tee /etc/systemd/system/servicetime-port-forward.service >/dev/null <<EOF
 [Unit]
@@ -238,18 +285,32 @@ Credentials are Kubernetes Secrets in namespace $NS (nothing is written to disk)
 EOF
 }
 
+report() {
+  if (( ${#SLOW[@]} )); then
+    printf '\n==> not ready yet: %s\n' "${SLOW[*]}" >&2
+    echo "Everything else is installed. Look at those with kubectl describe / logs, then run the" >&2
+    echo "bootstrap again to resume (terraform output -raw bootstrap_command); it repeats nothing done." >&2
+    return 1
+  fi
+}
+
 main() {
   wait_for_nodes
   configure_registry_mirror
   ensure_venv
+  fetch_upstream
   create_secrets
-  install_kuberay
-  install_kfp
-  apply_platform
-  build_image
-  wait_for_kfp
+  apply_install
+  # Access first: one slow component must not hide the UIs of the others.
   install_port_forwards
+  build_image
+  wait_for_platform
+  wait_for_kfp
   print_access
+  report
 }
 
-main "$@"
+# Sourced (by the tests) it only defines the steps.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi

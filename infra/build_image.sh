@@ -80,3 +80,8 @@ curl -fsS -o /dev/null \
   -H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' \
   "http://$REGISTRY/v2/${REPOSITORY#*/}/manifests/$TAG"
 echo "pushed $IMAGE"
+
+# The image now lives in the registry; BuildKit's cache of layers and pip
+# downloads would otherwise fill the node's root disk over a few rebuilds.
+$SUDO buildctl --addr "unix://$BUILDKIT_SOCK" prune >/dev/null
+echo "pruned the BuildKit cache"

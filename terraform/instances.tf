@@ -9,7 +9,7 @@ resource "openstack_compute_instance_v2" "node" {
   name       = "${local.suffix}-${each.key}"
   image_name = each.value.image
   # The reserved flavor carries the reservation: no scheduler hint is needed.
-  flavor_id = local.flavor_ids[each.value.pool]
+  flavor_id = local.flavor_ids[each.key]
   key_pair  = var.key_pair
 
   # sharednet1 first, so the default route (and the floating IP) is on it.
@@ -20,6 +20,11 @@ resource "openstack_compute_instance_v2" "node" {
     port = openstack_networking_port_v2.private[each.key].id
   }
 
+  # Only what this node needs on its first boot. Cluster-wide facts that
+  # routine edits change (node count, image tag) stay out of the agents' data;
+  # the control plane's bootstrap reads the rest from its checkout of the repo
+  # (components/platform.yaml), and `terraform output bootstrap_command`
+  # re-runs it with today's node count.
   user_data = templatefile("${path.module}/cloud-init/node.yaml.tftpl", {
     role           = each.value.role
     node_ip        = each.value.ip
@@ -28,15 +33,13 @@ resource "openstack_compute_instance_v2" "node" {
     private_prefix = split("/", var.private_cidr)[1]
     private_mtu    = local.private_mtu
     server_ip      = local.server_ip
-    expected_nodes = length(local.nodes)
+    expected_nodes = each.value.role == "server" ? length(local.nodes) : 0
     k3s_version    = local.platform.versions.k3s
     k3s_token      = random_password.k3s_token.result
     registry_host  = local.registry_host
     registry_port  = local.ports.registry
-    namespace      = local.platform.namespace
-    image          = "${local.platform.image.repository}:${local.platform.image.tag}"
-    repo_url       = var.repo_url
-    repo_ref       = var.repo_ref
+    repo_url       = each.value.role == "server" ? var.repo_url : ""
+    repo_ref       = each.value.role == "server" ? var.repo_ref : ""
     k3s_node_b64   = filebase64("${path.module}/scripts/k3s-node.sh")
     handoff_b64    = filebase64("${path.module}/scripts/bootstrap-handoff.sh")
   })
@@ -45,5 +48,16 @@ resource "openstack_compute_instance_v2" "node" {
     project = "servicetime"
     owner   = var.user
     role    = each.value.role
+  }
+
+  lifecycle {
+    # user_data is ForceNew and only read on the first boot: a changed script
+    # or node count must not rebuild a running node (and lose its data).
+    # flavor_id is not ForceNew, but a new flavor means a new lease, and Blazar
+    # deletes the VM with the old lease: never resize, replace the node when
+    # its lease is replaced (and only then; adding a node re-reads every
+    # lease, which must not look like a change to the others).
+    ignore_changes       = [user_data, flavor_id]
+    replace_triggered_by = [terraform_data.reservation[each.key]]
   }
 }

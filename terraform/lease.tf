@@ -1,30 +1,43 @@
 # KVM@TACC only schedules VMs on a reserved flavor, and the OpenStack provider
 # cannot create Blazar leases: scripts/lease.sh does it with the openstack CLI.
-# A reservation id given in terraform.tfvars skips creation for that pool.
+#
+# One lease (amount 1) per node: Blazar cannot resize a flavor reservation, so
+# a lease per pool would have to be replaced, and every VM on it deleted, to
+# add one node. This way adding or removing a node touches only that node.
+# A reservation id given in terraform.tfvars replaces the leases of its pool.
 
 locals {
-  reservations = {
-    for pool, r in {
-      cpu = { flavor = var.flavor, amount = var.node_count, reservation_id = var.reservation_id }
-      gpu = { flavor = var.gpu_flavor, amount = var.gpu_count, reservation_id = var.gpu_reservation_id }
-    } : pool => r if r.amount > 0
+  pool_reservation_ids = {
+    cpu = var.reservation_id
+    gpu = var.gpu_reservation_id
   }
-  leases_to_create = { for pool, r in local.reservations : pool => r if r.reservation_id == "" }
+  leases_to_create = { for key, node in local.nodes : key => node if local.pool_reservation_ids[node.pool] == "" }
   lease_dir        = "${path.module}/.leases"
+
+  # Where each node's reserved flavor comes from, known at plan time (the
+  # flavor id itself is known only once the lease exists). Its lease is
+  # replaced when this changes, and so is the node (instances.tf).
+  reservation_source = {
+    for key, node in local.nodes : key => (
+      local.pool_reservation_ids[node.pool] != ""
+      ? "reservation ${local.pool_reservation_ids[node.pool]}"
+      : "lease ${local.suffix}-${key} of ${node.flavor}"
+    )
+  }
 
   # Blazar creates the reserved flavor with the reservation's id, so a given
   # reservation id is the flavor id.
   flavor_ids = merge(
-    { for pool, r in local.reservations : pool => r.reservation_id if r.reservation_id != "" },
-    { for pool, lease in data.external.lease : pool => lease.result.flavor_id },
+    { for key, node in local.nodes : key => local.pool_reservation_ids[node.pool] if local.pool_reservation_ids[node.pool] != "" },
+    { for key, lease in data.external.lease : key => lease.result.flavor_id },
   )
 }
 
 resource "terraform_data" "lease" {
   for_each = local.leases_to_create
 
-  # A different flavor, size or owner needs a new lease (and new instances).
-  triggers_replace = [each.value.flavor, each.value.amount, local.suffix]
+  # A different flavor or owner needs a new lease (and a new instance).
+  triggers_replace = local.reservation_source[each.key]
 
   # The destroy provisioner may only read self, so it gets everything here.
   # Later edits are ignored: they would only re-read the same lease.
@@ -42,7 +55,7 @@ resource "terraform_data" "lease" {
       LEASE_NAME     = self.input.name
       LEASE_FILE     = self.input.file
       FLAVOR         = each.value.flavor
-      AMOUNT         = each.value.amount
+      AMOUNT         = 1
       HOURS          = var.lease_hours
       OS_CLOUD       = self.input.cloud
       OS_REGION_NAME = self.input.region
@@ -73,4 +86,16 @@ data "external" "lease" {
 
   program = ["bash", "${path.module}/scripts/lease.sh", "show"]
   query   = each.value.output
+}
+
+# The source of every node's reserved flavor, as a resource that instances.tf
+# can name in replace_triggered_by: when a node's lease is replaced (Blazar
+# deletes the VM with the old lease) or its reservation id changes, the node is
+# replaced. It does not hold the flavor id: that is unknown whenever any lease
+# changes (the lease data is then read during apply), and would replace every
+# node when one is added.
+resource "terraform_data" "reservation" {
+  for_each = local.nodes
+
+  input = local.reservation_source[each.key]
 }

@@ -9,15 +9,28 @@ locals {
   # "host:port/name" -> "host:port": the registry the nodes mirror.
   registry_host = split("/", local.platform.image.repository)[0]
 
+  # Host numbers in private_cidr. Nodes get fixed addresses (so cloud-init
+  # knows the server before it exists): CPU nodes from cpu_first up (at most
+  # 20, see node_count), the GPU node from gpu_first. Neutron's own ports (the
+  # DHCP server) draw from the pool between the two blocks and never take a
+  # node's address.
+  host_numbers = {
+    cpu_first  = 10
+    gpu_first  = 200
+    pool_start = 100
+    pool_end   = 199
+  }
+
   # CPU nodes first (index 0 is the control plane), then the optional GPU agent.
-  # Fixed private addresses let cloud-init know the server before it exists.
+  # Every node has its own lease (lease.tf), hence its own flavor.
   nodes = merge(
     {
       for i in range(var.node_count) : (i == 0 ? "server" : "agent-${i}") => {
         role   = i == 0 ? "server" : "agent"
         pool   = "cpu"
+        flavor = i == 0 && var.server_flavor != "" ? var.server_flavor : var.flavor
         image  = var.image
-        ip     = cidrhost(var.private_cidr, 10 + i)
+        ip     = cidrhost(var.private_cidr, local.host_numbers.cpu_first + i)
         labels = ""
       }
     },
@@ -25,8 +38,9 @@ locals {
       for i in range(var.gpu_count) : "gpu-${i}" => {
         role   = "agent"
         pool   = "gpu"
+        flavor = var.gpu_flavor
         image  = var.gpu_image
-        ip     = cidrhost(var.private_cidr, 200 + i)
+        ip     = cidrhost(var.private_cidr, local.host_numbers.gpu_first + i)
         labels = "servicetime/gpu=true"
       }
     },
@@ -42,5 +56,9 @@ locals {
     minio_console = local.ports.s3_console
     ray_dashboard = local.ports.ray_dashboard
   }
-  ssh_base = "ssh -i ${var.ssh_private_key} -o StrictHostKeyChecking=accept-new"
+
+  # A known-hosts file per control-plane server: a floating IP that comes back
+  # on a new server (yours or anyone's) is a new host, not a changed key.
+  known_hosts = "${abspath(path.module)}/.known_hosts-${openstack_compute_instance_v2.node["server"].id}"
+  ssh_base    = "ssh -i ${var.ssh_private_key} -o UserKnownHostsFile=${local.known_hosts} -o StrictHostKeyChecking=accept-new"
 }

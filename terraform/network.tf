@@ -18,6 +18,13 @@ resource "openstack_networking_subnet_v2" "private" {
   # No gateway: the default route must stay on sharednet1.
   no_gateway  = true
   enable_dhcp = true
+
+  # Neutron's own ports (DHCP) take addresses from here only, never a node's
+  # fixed address (locals.tf: host_numbers).
+  allocation_pool {
+    start = cidrhost(var.private_cidr, local.host_numbers.pool_start)
+    end   = cidrhost(var.private_cidr, local.host_numbers.pool_end)
+  }
 }
 
 locals {

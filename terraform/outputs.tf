@@ -19,6 +19,11 @@ output "cloud_init_wait_command" {
   value       = "${local.ssh_base} ${local.ssh_target} 'cloud-init status --wait; sudo tail -n 20 /var/log/cloud-init-output.log'"
 }
 
+output "bootstrap_command" {
+  description = "Re-run the platform bootstrap on the control plane (after adding a node, a new image tag, or a failed first run): pulls the repository checkout and runs infra/bootstrap.sh again in a systemd unit that survives a dropped SSH session, and follows its log. Safe to repeat."
+  value       = "${local.ssh_base} ${local.ssh_target} 'sudo env SERVICETIME_EXPECTED_NODES=${length(local.nodes)} /usr/local/sbin/servicetime-bootstrap --detach'"
+}
+
 output "tunnel_command" {
   description = "One SSH tunnel for every UI and the Kubernetes API (leave it running)."
   value       = "${local.ssh_base} -N ${join(" ", local.tunnel_args)} -L 6443:127.0.0.1:6443 ${local.ssh_target}"
@@ -53,6 +58,6 @@ output "node_private_ips" {
 }
 
 output "reserved_flavor_ids" {
-  description = "Reserved flavor (= reservation) id used by each node pool."
+  description = "Reserved flavor (= reservation) id of each node."
   value       = local.flavor_ids
 }

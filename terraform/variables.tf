@@ -51,18 +51,18 @@ variable "region" {
 }
 
 variable "node_count" {
-  description = "Number of CPU nodes: the first is the k3s control plane, the rest join as agents."
+  description = "Number of CPU nodes: the first is the k3s control plane (it runs the platform), the rest join as agents and run the training. Adding one later touches no other node."
   type        = number
   default     = 3
 
   validation {
-    condition     = var.node_count >= 1 && var.node_count <= 20 && floor(var.node_count) == var.node_count
-    error_message = "node_count must be a whole number from 1 to 20."
+    condition     = var.node_count >= 2 && var.node_count <= 20 && floor(var.node_count) == var.node_count
+    error_message = "node_count must be a whole number from 2 to 20: the control plane is full with the platform, so a RayJob needs at least one agent for its CPUs."
   }
 }
 
 variable "flavor" {
-  description = "Flavor to reserve for the CPU nodes (the lease turns it into a reserved flavor)."
+  description = "Flavor to reserve for each CPU node (each node's lease turns it into a reserved flavor)."
   type        = string
   default     = "m1.large"
 
@@ -72,8 +72,19 @@ variable "flavor" {
   }
 }
 
+variable "server_flavor" {
+  description = "Flavor of the control plane if it should differ from flavor (it holds the registry, the image builds and all platform data); empty means flavor. Ignored when reservation_id is set."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.server_flavor == trimspace(var.server_flavor)
+    error_message = "server_flavor must be empty or a flavor name without surrounding spaces."
+  }
+}
+
 variable "reservation_id" {
-  description = "Existing flavor reservation id for the CPU nodes; leave empty to let Terraform create (and later delete) the lease."
+  description = "Existing flavor reservation id (amount >= node_count) for all CPU nodes; leave empty to let Terraform create (and later delete) one lease per node."
   type        = string
   default     = ""
 

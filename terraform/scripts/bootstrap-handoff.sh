@@ -1,16 +1,77 @@
 #!/usr/bin/env bash
 # Runs once per node from cloud-init after k3s-node.sh; does nothing on agents.
 # On the control plane: give cc a kubeconfig, wait until every node is Ready,
-# clone the repository and hand off to the platform bootstrap if it exists.
+# clone (or update) the repository and hand off to the platform bootstrap if
+# it exists. Every step is safe to repeat, and so is infra/bootstrap.sh.
+#
+#   servicetime-bootstrap [ENV_FILE]            run here (cloud-init does this)
+#   servicetime-bootstrap --detach [ENV_FILE]   run again in a systemd unit that
+#       outlives the SSH session, follow its log, exit with its status; a
+#       second call while one runs follows that one (terraform output
+#       bootstrap_command). SERVICETIME_EXPECTED_NODES overrides the node
+#       count of the first boot (nodes added since).
+# Output goes to /var/log/servicetime-bootstrap.log as well.
 set -euo pipefail
 
+LOG=/var/log/servicetime-bootstrap.log
+STATUS=/run/servicetime-bootstrap.status
+UNIT=servicetime-bootstrap
+
+detach=false
+if [ "${1:-}" = --detach ]; then
+  detach=true
+  shift
+fi
 ENV_FILE="${1:-/etc/servicetime/cluster.env}"
+nodes_now="${SERVICETIME_EXPECTED_NODES:-}"
 # shellcheck source=/dev/null
 . "$ENV_FILE"
 [ "${K3S_ROLE:-}" = server ] || exit 0
+EXPECTED_NODES="${nodes_now:-${EXPECTED_NODES:-}}"
 : "${EXPECTED_NODES:?}" "${SERVER_IP:?}" "${REPO_URL:?}" "${REPO_REF:?}"
 
 log() { echo "servicetime-bootstrap: $*"; }
+
+[ "$(id -u)" = 0 ] || { log "run me as root (sudo)"; exit 1; }
+
+if $detach; then
+  start=1
+  if [ -f "$LOG" ]; then start=$(($(wc -l <"$LOG") + 1)); fi
+  if systemctl is-active --quiet "$UNIT"; then
+    log "a bootstrap is already running; following it"
+  else
+    rm -f "$STATUS"
+    systemd-run --quiet --unit="$UNIT" --collect \
+      --setenv=SERVICETIME_EXPECTED_NODES="$EXPECTED_NODES" "$(readlink -f "$0")" "$ENV_FILE"
+  fi
+  touch "$LOG"
+  tail -n "+$start" -F "$LOG" &
+  follower=$!
+  while [ ! -s "$STATUS" ] && systemctl is-active --quiet "$UNIT"; do sleep 2; done
+  sleep 1
+  kill "$follower" 2>/dev/null || true
+  rc="$(cat "$STATUS" 2>/dev/null || echo unknown)"
+  if [ "$rc" = 0 ]; then
+    log "finished"
+    exit 0
+  fi
+  log "failed (status $rc); the whole log: sudo less $LOG"
+  exit 1
+fi
+
+# Everything below also lands in $LOG; the status file tells a --detach
+# follower how it ended (written after the log is complete).
+exec > >(tee -a "$LOG") 2>&1
+tee_pid=$!
+finish() {
+  local rc=$?
+  log "exit status $rc"
+  exec >&- 2>&-
+  wait "$tee_pid" 2>/dev/null || true
+  echo "$rc" >"$STATUS"
+}
+trap finish EXIT
+log "started $(date -u '+%Y-%m-%d %H:%M:%S') UTC, expecting $EXPECTED_NODES node(s)"
 
 export KUBECONFIG=/etc/rancher/k3s/k3s.yaml
 for _ in $(seq 1 60); do
@@ -40,10 +101,11 @@ fi
 
 cd "$repo_dir"
 if [ -x infra/bootstrap.sh ]; then
+  # The platform's facts (namespace, image, ports) come from this checkout's
+  # components/platform.yaml, not from the user-data of the first boot.
   log "handing off to infra/bootstrap.sh"
   sudo -u cc -H env KUBECONFIG=/home/cc/.kube/config \
-    SERVICETIME_SERVER_IP="$SERVER_IP" SERVICETIME_NAMESPACE="${NAMESPACE:-}" \
-    SERVICETIME_IMAGE="${IMAGE:-}" infra/bootstrap.sh
+    SERVICETIME_SERVER_IP="$SERVER_IP" infra/bootstrap.sh
 else
   log "no executable infra/bootstrap.sh in $REPO_URL@$REPO_REF; k3s is ready, the platform is not installed"
 fi

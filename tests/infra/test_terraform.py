@@ -130,6 +130,7 @@ CONSTRAINED = {
     "user",
     "key_pair",
     "node_count",
+    "server_flavor",
     "private_mtu",
     "gpu_count",
     "lease_hours",
@@ -152,7 +153,10 @@ def test_variables_have_description_type_and_validation(hcl):
         assert rules, f"variable {name} needs a validation block"
         for rule in rules:
             assert rule.get("condition") and rule.get("error_message"), name
-    assert "var.node_count >= 1" in variables["node_count"]["validation"][0]["condition"]
+    # one node passes for a cluster but cannot run a RayJob next to the platform
+    node_rule = variables["node_count"]["validation"][0]
+    assert "var.node_count >= 2" in node_rule["condition"]
+    assert "2 to 20" in node_rule["error_message"]
     assert variables["private_mtu"]["default"] == 1450
     assert "contains([0, 1], var.gpu_count)" in variables["gpu_count"]["validation"][0]["condition"]
 
@@ -264,6 +268,7 @@ EXPECTED_OUTPUTS = {
     "kfp_url",
     "kubeconfig_command",
     "cloud_init_wait_command",
+    "bootstrap_command",
 }
 
 
@@ -277,6 +282,145 @@ def test_expected_outputs(hcl):
         assert f"local.ports.{key}" in str(ui), f"no tunnel for {key}"
     assert "6443" in outputs["tunnel_command"]["value"], "the k8s API needs a tunnel for the kubeconfig"
     assert "k3s.yaml" in outputs["kubeconfig_command"]["value"]
+
+
+def _node(hcl: dict) -> dict:
+    (node,) = [b for t, _, b in _resources(hcl) if t == "openstack_compute_instance_v2"]
+    return node
+
+
+def _templatefile_args() -> dict[str, str]:
+    """{placeholder: expression} of the templatefile call in instances.tf."""
+    instances = (TF_DIR / "instances.tf").read_text()
+    call = instances[instances.index("templatefile(") :]
+    body = call[: call.index("})")]
+    return dict(re.findall(r"^\s*([a-z_0-9]+)\s*=\s*(.+?)\s*$", body, re.MULTILINE))
+
+
+def test_routine_edits_do_not_rebuild_nodes(hcl):
+    """user_data is ForceNew: a later change must not replace a running node."""
+    (lifecycle,) = _node(hcl)["lifecycle"]
+    assert "user_data" in lifecycle["ignore_changes"]
+    # What changes with routine edits stays out of the agents' user data: the
+    # node count and the repository only reach the control plane, the image
+    # tag reaches no node (the bootstrap reads it from its checkout).
+    args = _templatefile_args()
+    for name in ("expected_nodes", "repo_url", "repo_ref"):
+        assert args[name].startswith('each.value.role == "server" ?'), f"{name} = {args[name]} reaches every node"
+    user_data = _node(hcl)["user_data"]
+    assert "image.tag" not in user_data and "local.platform.image" not in user_data
+    assert "var.node_count" not in user_data
+
+
+def test_nodes_are_replaced_with_their_lease(hcl):
+    """flavor_id is not ForceNew: a new lease must replace the node, not resize
+    it, and a node added next to it must replace nothing."""
+    (lifecycle,) = _node(hcl)["lifecycle"]
+    # never resized in place...
+    assert "flavor_id" in lifecycle["ignore_changes"]
+    # ...but replaced whenever the source of its reserved flavor changes
+    (trigger,) = lifecycle["replace_triggered_by"]
+    match = re.fullmatch(r"\$\{terraform_data\.(\w+)\[each\.key\]\}", trigger)
+    assert match, f"replace_triggered_by must name one resource instance per node: {trigger}"
+    (tracker,) = [b for t, n, b in _resources(hcl) if t == "terraform_data" and n == match.group(1)]
+    node = _node(hcl)
+    assert tracker["for_each"] == node["for_each"] == "${local.nodes}", "one tracker per node, always present"
+    (lease,) = [b for t, n, b in _resources(hcl) if t == "terraform_data" and n == "lease"]
+    # The tracker changes exactly when the node's lease is replaced. It must be
+    # known at plan time: the lease data (hence every flavor id) is read during
+    # apply as soon as any lease changes, and an unknown tracker would replace
+    # every node whenever one is added.
+    assert tracker["input"] == lease["triggers_replace"] == "${local.reservation_source[each.key]}"
+    assert "flavor_ids" not in str(tracker) and "data.external" not in str(tracker)
+    source = _locals(hcl)["reservation_source"]
+    for fact in ("local.pool_reservation_ids[node.pool]", "node.flavor", "local.suffix", "${key}"):
+        assert fact in source, f"reservation_source ignores {fact}"
+    assert "data." not in source and "terraform_data." not in source
+    assert node["flavor_id"] == "${local.flavor_ids[each.key]}"
+
+
+def test_every_node_has_its_own_lease(hcl):
+    """Blazar cannot resize a flavor reservation: one lease per node lets a node
+    be added without replacing the lease (and every VM) of the others."""
+    leases = _locals(hcl)["leases_to_create"]
+    assert "local.nodes" in leases
+    (lease,) = [b for t, n, b in _resources(hcl) if t == "terraform_data" and n == "lease"]
+    (create,) = [p["local-exec"] for p in lease["provisioner"] if p["local-exec"].get("when") != "destroy"]
+    assert str(create["environment"]["AMOUNT"]) == "1"
+    assert create["environment"]["FLAVOR"] == "${each.value.flavor}"
+    assert "amount" not in str(lease["triggers_replace"]) and "node_count" not in str(lease["triggers_replace"])
+    assert "${each.key}" in lease["input"]["name"]
+    nodes = _locals(hcl)["nodes"]
+    assert nodes.count("flavor =") == 2, "every node (CPU and GPU) names the flavor of its lease"
+
+
+def _max_count(hcl: dict, name: str) -> int:
+    condition = _labelled(hcl, "variable")[name]["validation"][0]["condition"]
+    if m := re.search(rf"var\.{name} <= (\d+)", condition):
+        return int(m.group(1))
+    m = re.search(rf"contains\(\[([\d, ]+)\], var\.{name}\)", condition)
+    assert m, condition
+    return max(int(v) for v in m.group(1).split(","))
+
+
+@pytest.mark.parametrize("cidr", [None, "10.20.0.0/16", "172.16.8.0/22"])
+def test_fixed_node_addresses_lie_outside_the_allocation_pool(hcl, cidr):
+    """Neutron gives the DHCP port an address from the pool; it must never be
+    one that a node's port is created with later."""
+    import ipaddress
+
+    numbers = _locals(hcl)["host_numbers"]
+    nodes = _locals(hcl)["nodes"]
+    assert "cidrhost(var.private_cidr, local.host_numbers.cpu_first + i)" in nodes
+    assert "cidrhost(var.private_cidr, local.host_numbers.gpu_first + i)" in nodes
+    (subnet,) = [b for t, _, b in _resources(hcl) if t == "openstack_networking_subnet_v2"]
+    (pool,) = subnet["allocation_pool"]
+    assert pool == {
+        "start": "${cidrhost(var.private_cidr, local.host_numbers.pool_start)}",
+        "end": "${cidrhost(var.private_cidr, local.host_numbers.pool_end)}",
+    }
+
+    net = ipaddress.ip_network(cidr or _labelled(hcl, "variable")["private_cidr"]["default"])
+    host = lambda n: net.network_address + n  # noqa: E731 - cidrhost()
+    start, end = host(numbers["pool_start"]), host(numbers["pool_end"])
+    assert net.network_address < start <= end < net.broadcast_address
+    fixed = [host(numbers["cpu_first"] + i) for i in range(_max_count(hcl, "node_count"))]
+    fixed += [host(numbers["gpu_first"] + i) for i in range(_max_count(hcl, "gpu_count"))]
+    assert len(set(fixed)) == len(fixed), "two nodes share an address"
+    for ip in fixed:
+        assert ip in net and net.network_address < ip < net.broadcast_address, ip
+        assert not start <= ip <= end, f"node address {ip} lies in the DHCP pool {start}-{end}"
+
+
+def test_ssh_commands_use_a_per_deployment_known_hosts_file(hcl):
+    """A floating IP recycled onto a new server must not trip StrictHostKeyChecking."""
+    ssh_base = _locals(hcl)["ssh_base"]
+    assert "StrictHostKeyChecking=accept-new" in ssh_base
+    assert "UserKnownHostsFile=${local.known_hosts}" in ssh_base
+    known_hosts = _locals(hcl)["known_hosts"]
+    assert "path.module" in known_hosts and "/.known_hosts-" in known_hosts
+    # one file per control-plane server, not per user: a rebuild starts afresh
+    assert 'openstack_compute_instance_v2.node["server"].id' in known_hosts
+    for name, body in _labelled(hcl, "output").items():
+        value = str(body["value"])
+        if re.search(r"(^|[^\w-])ssh ", value) or "ssh_target" in value:
+            assert value.startswith("${local.ssh_base}") or "${local.ssh_base}" in value, (
+                f"output {name} runs ssh without the deployment's known-hosts file"
+            )
+
+
+def test_bootstrap_command_reruns_the_handoff(hcl):
+    """The command re-runs what cloud-init ran, detached, with today's node count."""
+    value = _labelled(hcl, "output")["bootstrap_command"]["value"]
+    assert value.startswith("${local.ssh_base} ${local.ssh_target} ")
+    template = yaml.safe_load(render(TEMPLATE.read_text(), _template_vars("server")))
+    handoff = "/usr/local/sbin/servicetime-bootstrap"
+    assert [handoff] in template["runcmd"]
+    assert f"{handoff} --detach" in value
+    assert "SERVICETIME_EXPECTED_NODES=${length(local.nodes)}" in value
+    script = (TF_DIR / "scripts" / "bootstrap-handoff.sh").read_text()
+    assert '"${1:-}" = --detach' in script and "SERVICETIME_EXPECTED_NODES" in script
+    assert "systemd-run" in script and "infra/bootstrap.sh" in script
 
 
 def test_platform_facts_come_from_platform_yaml(hcl):
@@ -305,15 +449,13 @@ def _template_vars(role: str) -> dict[str, str]:
         "private_prefix": "24",
         "private_mtu": "1450",
         "server_ip": "192.168.50.10",
-        "expected_nodes": "3",
+        "expected_nodes": "3" if role == "server" else "0",
         "k3s_version": PLATFORM["versions"]["k3s"],
         "k3s_token": "a" * 48,
         "registry_host": PLATFORM["image"]["repository"].split("/")[0],
         "registry_port": str(PLATFORM["ports"]["registry"]),
-        "namespace": PLATFORM["namespace"],
-        "image": f"{PLATFORM['image']['repository']}:{PLATFORM['image']['tag']}",
-        "repo_url": "https://github.com/example/servicetime.git",
-        "repo_ref": "main",
+        "repo_url": "https://github.com/example/servicetime.git" if role == "server" else "",
+        "repo_ref": "main" if role == "server" else "",
         "k3s_node_b64": base64.b64encode((TF_DIR / "scripts/k3s-node.sh").read_bytes()).decode(),
         "handoff_b64": base64.b64encode((TF_DIR / "scripts/bootstrap-handoff.sh").read_bytes()).decode(),
     }
@@ -485,21 +627,21 @@ def _lease(cmd: str, env: dict, stdin: str | None = None) -> subprocess.Complete
 
 def test_lease_script_lifecycle(fake_openstack, tmp_path):
     env, state_file = fake_openstack
-    lease_file = tmp_path / ".leases" / "servicetime-ab1234-cpu.json"
+    lease_file = tmp_path / ".leases" / "servicetime-ab1234-server.json"
     env = {
         **env,
-        "LEASE_NAME": "servicetime-ab1234-cpu",
+        "LEASE_NAME": "servicetime-ab1234-server",
         "LEASE_FILE": str(lease_file),
         "FLAVOR": "m1.large",
-        "AMOUNT": "3",
+        "AMOUNT": "1",
         "HOURS": "24",
     }
 
     created = _lease("create", env)
     assert created.returncode == 0, created.stderr
     state = json.loads(state_file.read_text())
-    lease = state["leases"]["servicetime-ab1234-cpu"]
-    assert lease["spec"] == "resource_type=flavor:instance,flavor_id=flavor-m1.large,amount=3"
+    lease = state["leases"]["servicetime-ab1234-server"]
+    assert lease["spec"] == "resource_type=flavor:instance,flavor_id=flavor-m1.large,amount=1"
     (create_call,) = [c for c in state["calls"] if c[:3] == ["reservation", "lease", "create"]]
     assert "--end-date" in create_call
     facts = json.loads(lease_file.read_text())
@@ -530,7 +672,7 @@ def test_lease_script_lifecycle(fake_openstack, tmp_path):
 
 def test_lease_delete_fails_loudly_when_the_api_fails(fake_openstack):
     env, _ = fake_openstack
-    env = {**env, "LEASE_NAME": "servicetime-ab1234-cpu", "FAKE_OS_FAIL": "1"}
+    env = {**env, "LEASE_NAME": "servicetime-ab1234-server", "FAKE_OS_FAIL": "1"}
     result = _lease("delete", env)
     assert result.returncode != 0, "an API failure must not pass for an already deleted lease"
     assert "already gone" not in result.stderr
@@ -718,7 +860,15 @@ def test_terraform_fmt():
 
 @pytest.mark.parametrize(
     "path",
-    ["terraform.tfvars", "clouds.yaml", "terraform.tfstate", "terraform.tfstate.backup", ".leases/x.json", ".terraform/x"],
+    [
+        "terraform.tfvars",
+        "clouds.yaml",
+        "terraform.tfstate",
+        "terraform.tfstate.backup",
+        ".leases/x.json",
+        ".terraform/x",
+        ".known_hosts-0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+    ],
 )
 def test_local_state_and_secrets_are_ignored(path):
     if shutil.which("git") is None or not (ROOT / ".git").exists():
