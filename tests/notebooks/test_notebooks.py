@@ -91,6 +91,8 @@ def test_cluster_notebook_compiles():
     shell = "\n".join(c.source for c in cells)
     for step in ("terraform init", "terraform apply", "terraform destroy", "tunnel_command"):
         assert step in shell, f"{CLUSTER} should show {step!r}"
+    # An ad-hoc `kubectl run` pod is shut out of MinIO by its NetworkPolicy: the pipeline seeds data itself.
+    assert "kubectl run" not in shell and " run seed" not in shell
 
 
 # --- notebooks 1-6, executed -----------------------------------------------------------------
