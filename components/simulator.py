@@ -9,7 +9,13 @@ by who the customer and the driver are, plus heavy-tailed noise::
     service = (parking(area, hour, week) + walk(building)
                + carry(boxes, floor, elevator) + handover(frozen))
               * customer_factor * driver_factor(tenure) * noise
+              * route_shock * day_shock
               + occasional long delay (customer not home, wrong door, ...)
+
+The route and day shocks (traffic, a driver's bad day; weather) are shared by
+every stop of a route or of a day and no feature can foresee them, so errors
+are correlated along a route as in reality: a model's per-stop gain carries
+over to the route's arrival delay only in part (Oda's finding).
 
 What the simulator adds on purpose, because a real pipeline must survive it:
 
@@ -58,6 +64,8 @@ TENURE_SCALE_WEEKS = 15.0
 NOISE_SD = 0.22
 LONG_DELAY_P = 0.04
 LONG_DELAY_MEAN_S = 240.0
+ROUTE_SHOCK_SD = 0.08  # log-scale: traffic, a driver's bad day; shared by a route's stops
+DAY_SHOCK_SD = 0.04  # log-scale: weather; shared by every route of a day
 
 # --- data faults ---------------------------------------------------------------
 FAULT_SHORT_P = 0.012  # geofence closed immediately: a stop of a few seconds
@@ -192,6 +200,17 @@ def true_service_time(pop: Population, cust: np.ndarray, drivers: np.ndarray, te
     return seconds + long_delay
 
 
+def route_shocks(cfg: DataConfig, week: int, day: np.ndarray) -> np.ndarray:
+    """One multiplicative shock per route (its own times its day's), mean 1.
+
+    A separate random stream, so that the rest of a week's data does not depend on it.
+    """
+    rng = np.random.default_rng([cfg.seed, 5000 + week])
+    per_day = np.exp(rng.normal(-DAY_SHOCK_SD**2 / 2, DAY_SHOCK_SD, 7))
+    per_route = np.exp(rng.normal(-ROUTE_SHOCK_SD**2 / 2, ROUTE_SHOCK_SD, len(day)))
+    return per_route * per_day[day]
+
+
 def generate_week(cfg: DataConfig, pop: Population, week: int) -> pd.DataFrame:
     """One week of deliveries, in delivery order, with this week's faults applied."""
     rng = np.random.default_rng([cfg.seed, 1000 + week])
@@ -233,6 +252,7 @@ def generate_week(cfg: DataConfig, pop: Population, week: int) -> pd.DataFrame:
     drive_s = rng.uniform(180, 540, len(cust))
     hour_guess = (start_minute[route_of_stop] // 60 + stop_index // 6) % 24
     service = true_service_time(pop, cust, drivers, tenure, boxes, frozen, hour_guess, week, rng)
+    service = service * route_shocks(cfg, week, day)[route_of_stop]
     offsets = np.zeros(len(cust))
     for r, (lo, hi) in enumerate(zip(np.cumsum(lengths) - lengths, np.cumsum(lengths))):
         seg = service[lo:hi] + drive_s[lo:hi]
