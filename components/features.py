@@ -4,7 +4,7 @@
   service times only (strictly earlier ``delivered_at``), summarised as a count
   and a shrunken mean of log-seconds. Serving looks the same numbers up in a
   snapshot published with the model; the caller never sends them.
-* **Order size**: log items, boxes and weight, frozen goods.
+* **Order size**: log items, boxes (linear: the network's monotone input) and log weight, frozen goods.
 * **Building**: floor (imputed per building type, with a missing flag),
   elevator (imputed, with a missing flag), floors climbed without an elevator.
 * **Area and time**: area id, area type, building type, weekday, hour and floor
@@ -106,6 +106,7 @@ class FeatureTransform:
         return pd.DataFrame({
             "log_items": np.log1p(pd.to_numeric(f["n_items"], errors="coerce").astype(float)),
             "log_boxes": np.log1p(pd.to_numeric(f["n_boxes"], errors="coerce").astype(float)),
+            "boxes": pd.to_numeric(f["n_boxes"], errors="coerce").astype(float),
             "log_weight": np.log1p(pd.to_numeric(f["weight_kg"], errors="coerce").astype(float)),
             "has_frozen": pd.to_numeric(f["has_frozen"], errors="coerce").astype(float),
             "floor_filled": floor_filled,

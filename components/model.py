@@ -1,10 +1,15 @@
-"""The learned model: embeddings for categories, an MLP for the rest.
+"""The learned model: embeddings for categories, an MLP for the rest, monotone in boxes.
 
 Loss: Huber on seconds (delta about 90 s). Squared error would chase the
-heavy tail (a customer not at home costs minutes); pure L1 predicts the
-median, which sits below the mean of this right-skewed distribution, and that
-bias adds up along a route and hurts the arrival-delay KPI. Huber is
-quadratic for ordinary errors (close to the mean) and linear for outliers.
+heavy tail (a customer not at home costs minutes) and cost MAE; but Huber,
+like L1, lands below the mean of this right-skewed label, and route plans add
+predictions up, so that bias makes whole routes late. The calibration fitted
+on the validation weeks (``components.calibration``) restores the mean.
+
+Shape: ``out = head(h) + sum_j softplus(slope_j(h)) * x_j`` over the monotone
+inputs ``x_j`` (boxes, floors climbed without an elevator), with ``h = mlp(the
+other inputs)``: time per box and per stair floor are learned from everything
+else, but can never be negative, so more boxes or stairs never lower a prediction.
 """
 
 from __future__ import annotations
@@ -25,20 +30,24 @@ class NetConfig:
     hidden: tuple[int, ...] = (128, 64)
     dropout: float = 0.05
     init_bias_s: float = 380.0
+    monotone: tuple[int, ...] = ()  # indices in the numeric inputs of the monotone features
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> NetConfig:
-        return cls(**{**d, "hidden": tuple(d["hidden"])})
+        return cls(**{**d, "hidden": tuple(d["hidden"]), "monotone": tuple(d.get("monotone") or ())})
 
 
 class ServiceTimeNet(nn.Module):
     def __init__(self, cfg: NetConfig):
         super().__init__()
         self.embeddings = nn.ModuleList(nn.Embedding(card, min(cfg.embedding_dim, card)) for card in cfg.cardinalities)
-        width = sum(e.embedding_dim for e in self.embeddings) + cfg.n_numeric
+        rest = [i for i in range(cfg.n_numeric) if i not in cfg.monotone]
+        self.register_buffer("rest_index", torch.tensor(rest, dtype=torch.long), persistent=False)
+        self.register_buffer("monotone_index", torch.tensor(list(cfg.monotone), dtype=torch.long), persistent=False)
+        width = sum(e.embedding_dim for e in self.embeddings) + len(rest)
         layers: list[nn.Module] = []
         for h in cfg.hidden:
             layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(cfg.dropout)]
@@ -46,11 +55,25 @@ class ServiceTimeNet(nn.Module):
         self.mlp = nn.Sequential(*layers)
         self.head = nn.Linear(width, 1)
         nn.init.constant_(self.head.bias, cfg.init_bias_s / TARGET_SCALE_S)
+        self.slope = nn.Linear(width, len(cfg.monotone)) if cfg.monotone else None
 
     def forward(self, cats: torch.Tensor, nums: torch.Tensor) -> torch.Tensor:
         """Predicted service time in units of TARGET_SCALE_S."""
-        parts = [emb(cats[:, j]) for j, emb in enumerate(self.embeddings)] + [nums]
-        return self.head(self.mlp(torch.cat(parts, dim=1))).squeeze(1)
+        rest = nums if self.slope is None else nums.index_select(1, self.rest_index)
+        parts = [emb(cats[:, j]) for j, emb in enumerate(self.embeddings)] + [rest]
+        h = self.mlp(torch.cat(parts, dim=1))
+        out = self.head(h).squeeze(1)
+        if self.slope is not None:
+            mono = nums.index_select(1, self.monotone_index)
+            out = out + (nn.functional.softplus(self.slope(h)) * mono).sum(1)
+        return out
+
+
+def drop_categories(cats: torch.Tensor, p: float) -> torch.Tensor:
+    """Replace each category by "unseen" (index 0) with probability ``p``: trains the unseen row."""
+    if p <= 0:
+        return cats
+    return cats.masked_fill(torch.rand(cats.shape) < p, 0)
 
 
 def huber_loss(pred_scaled: torch.Tensor, target_s: torch.Tensor, delta_s: float) -> torch.Tensor:

@@ -66,17 +66,22 @@ DRIFT_FEATURES = ("n_items", "n_boxes", "weight_kg", "floor", "has_frozen")
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """What the model sees. Numeric features are standardised; categorical ones embedded."""
+    """What the model sees. Numeric features are standardised; categorical ones embedded.
+
+    ``monotone`` inputs enter the network only through non-negative slopes, so more
+    boxes, or floors climbed without an elevator, can never lower a prediction. The
+    elevator flag itself is seen only through ``no_elevator_floors`` (and whether it
+    is missing), so that an elevator can never make a high floor slower.
+    """
 
     categorical: tuple[str, ...] = ("area_id", "area_type", "building_type", "weekday", "hour", "floor_band")
     numeric: tuple[str, ...] = (
         "log_items",
-        "log_boxes",
+        "boxes",
         "log_weight",
         "has_frozen",
         "floor_filled",
         "floor_missing",
-        "elevator_filled",
         "elevator_missing",
         "no_elevator_floors",
         "log_tenure",
@@ -84,6 +89,7 @@ class FeatureSpec:
         "cust_prev_mean_log_s",
         "cust_is_new",
     )
+    monotone: tuple[str, ...] = ("boxes", "no_elevator_floors")
     extra: dict[str, str] = field(default_factory=dict)
 
 

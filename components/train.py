@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from components.config import TrainConfig
-from components.model import NetConfig, ServiceTimeNet, huber_loss, predict_seconds
+from components.model import NetConfig, ServiceTimeNet, drop_categories, huber_loss, predict_seconds
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def fit_loop(
         started, total, n = time.perf_counter(), 0.0, 0
         for cats, nums, y in loader:
             optimizer.zero_grad(set_to_none=True)
-            loss = huber_loss(model(cats, nums), y, cfg.huber_delta_s)
+            loss = huber_loss(model(drop_categories(cats, cfg.category_dropout), nums), y, cfg.huber_delta_s)
             loss.backward()
             optimizer.step()
             total += loss.item() * len(y)

@@ -88,7 +88,9 @@ def request_model(max_batch: int) -> type[BaseModel]:
 
 
 class Prediction(BaseModel):
-    service_time_s: float = Field(description="predicted service time in seconds")
+    service_time_s: float = Field(description="predicted service time in seconds (the mean: what a route adds up)")
+    low_s: float = Field(description="lower end of the calibrated central interval (nominal 80 % by default)")
+    high_s: float = Field(description="upper end of the calibrated central interval")
     source: Literal["model", "fallback"] = Field(description="the learned model or the business-logic rules")
 
 

@@ -142,8 +142,8 @@ class ServerState:
         except Exception as exc:  # anything else while parsing is still a bad request
             raise ApiError(400, f"could not parse the request: {type(exc).__name__}") from None
 
-    def score(self, stops: list) -> tuple[np.ndarray, np.ndarray, str | None]:
-        """(seconds, from_model mask, model version) for validated stops."""
+    def score(self, stops: list) -> tuple[np.ndarray, np.ndarray, str | None, np.ndarray, np.ndarray]:
+        """(seconds, from_model mask, model version, low, high) for validated stops."""
         m = self.metrics
         started = time.perf_counter()
         cols = to_columns(stops)
@@ -160,16 +160,17 @@ class ServerState:
                 seconds, reason = None, mx.FALLBACK_MODEL_ERROR
                 self._log_scoring_error()
         if seconds is None:
-            seconds = self.fallback.predict(columns_to_frame(cols))
+            seconds, low, high = self._fallback(model, cols)
             from_model = np.zeros(n, dtype=bool)
             m.fallback_by_reason[reason].inc(n)
         else:
             from_model = np.isfinite(seconds)
+            low, high = model.predictor.calibration.interval(seconds, model.predictor.calibration.segments_of(cols))
             bad = int(n - from_model.sum())
             if bad:
                 rows = np.flatnonzero(~from_model)
                 subset = {k: (v[rows] if isinstance(v, np.ndarray) else [v[i] for i in rows]) for k, v in cols.items()}
-                seconds[rows] = self.fallback.predict(columns_to_frame(subset))
+                seconds[rows], low[rows], high[rows] = self._fallback(model, subset)
                 m.fallback_by_reason[mx.FALLBACK_NON_FINITE].inc(bad)
         m.inference_latency.observe(time.perf_counter() - started)
         n_model = int(from_model.sum())
@@ -181,7 +182,16 @@ class ServerState:
         m.batch_size.observe(n)
         self.drift.add(cols)
         self.refresh_drift()
-        return seconds, from_model, model.version if model is not None else None
+        return seconds, from_model, model.version if model is not None else None, low, high
+
+    def _fallback(self, model: LoadedModel | None, cols: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rules' plan and interval: calibrated by the loaded bundle if it has one, else the rules' defaults."""
+        frame = columns_to_frame(cols)
+        cal = model.predictor.rules_calibration if model is not None else None
+        if cal is None:
+            return self.fallback.predict_interval(frame)
+        seconds = self.fallback.predict(frame)
+        return (seconds, *cal.interval(seconds, cal.segments_of(cols)))
 
     def _log_scoring_error(self) -> None:
         now = time.monotonic()
@@ -190,10 +200,14 @@ class ServerState:
             log.exception("the model failed to score a request; answered from the fallback")
 
 
-def render_predictions(seconds: np.ndarray, from_model: np.ndarray, version: str | None) -> bytes:
+def render_predictions(seconds: np.ndarray, from_model: np.ndarray, version: str | None,
+                       low: np.ndarray, high: np.ndarray) -> bytes:
     sources = np.where(from_model, '"model"', '"fallback"').tolist()
-    items = ",".join(f'{{"service_time_s":{v!r},"source":{s}}}'
-                     for v, s in zip(np.round(seconds, 3).tolist(), sources, strict=True))
+    # Rounded apart, so clamp: low <= service_time_s <= high must hold in the JSON too.
+    mid = np.round(seconds, 3)
+    lo, hi = np.minimum(np.round(low, 3), mid).tolist(), np.maximum(np.round(high, 3), mid).tolist()
+    items = ",".join(f'{{"service_time_s":{v!r},"low_s":{a!r},"high_s":{b!r},"source":{s}}}'
+                     for v, a, b, s in zip(mid.tolist(), lo, hi, sources, strict=True))
     return f'{{"predictions":[{items}],"model_version":{json.dumps(version)}}}'.encode()
 
 
@@ -279,8 +293,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
                   "$ref": "#/components/schemas/PredictRequest"}}}}})
     async def predict(request: Request) -> Response:
         stops = state.parse(await read_body(request, settings.body_limit))
-        seconds, from_model, version = state.score(stops)
-        return Response(render_predictions(seconds, from_model, version), media_type=_JSON)
+        seconds, from_model, version, low, high = state.score(stops)
+        return Response(render_predictions(seconds, from_model, version, low, high), media_type=_JSON)
 
     @app.get(HEALTHZ, summary="Liveness: the process answers")
     async def healthz() -> dict:

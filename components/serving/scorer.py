@@ -170,6 +170,7 @@ _CATEGORICAL = {
 _NUMERIC = {
     "log_items": lambda c: np.log1p(c.num("n_items")),
     "log_boxes": lambda c: np.log1p(c.num("n_boxes")),
+    "boxes": lambda c: c.num("n_boxes"),
     "log_weight": lambda c: np.log1p(c.num("weight_kg")),
     "has_frozen": lambda c: c.num("has_frozen"),
     "floor_filled": lambda c: c.floor_filled,
@@ -216,6 +217,18 @@ def probe_columns(predictor: Predictor) -> dict[str, Any]:
             for c in PLANNING}
 
 
+def calibrated(predictor: Predictor, raw_s: np.ndarray, cols: dict[str, Any]) -> np.ndarray:
+    """The bundle's mean correction on the network's seconds (as ``Predictor.predict``)."""
+    cal = predictor.calibration
+    return cal.mean(raw_s, cal.segments_of(cols))
+
+
+def intervals(predictor: Predictor, mean_s: np.ndarray, cols: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The bundle's calibrated (low, high) around the mean for request columns."""
+    cal = predictor.calibration
+    return cal.interval(mean_s, cal.segments_of(cols))
+
+
 def reference_predict(predictor: Predictor, cols: dict[str, Any]) -> np.ndarray:
     """The library's own path: a DataFrame through ``Predictor.predict``."""
     return predictor.predict(columns_to_frame(cols))
@@ -227,6 +240,11 @@ def functional_forward(model: torch.nn.Module) -> Callable[[torch.Tensor, torch.
     mlp, head = getattr(model, "mlp", None), getattr(model, "head", None)
     if embeddings is None or mlp is None or not isinstance(head, nn.Linear):
         raise NotCompilable(f"unknown network structure: {type(model).__name__}")
+    slope = getattr(model, "slope", None)
+    if slope is not None and not isinstance(slope, nn.Linear):
+        raise NotCompilable("a monotone slope other than nn.Linear")
+    rest = getattr(model, "rest_index", None) if slope is not None else None
+    monotone = getattr(model, "monotone_index", None)
     if not all(isinstance(e, nn.Embedding) for e in embeddings):
         raise NotCompilable("embeddings other than nn.Embedding")
     tables = [e.weight for e in embeddings]
@@ -243,10 +261,14 @@ def functional_forward(model: torch.nn.Module) -> Callable[[torch.Tensor, torch.
     head_w, head_b = head.weight, head.bias
 
     def forward(cats: torch.Tensor, nums: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([F.embedding(cats[:, j], w) for j, w in enumerate(tables)] + [nums], dim=1)
+        inputs = nums if rest is None else nums.index_select(1, rest)
+        x = torch.cat([F.embedding(cats[:, j], w) for j, w in enumerate(tables)] + [inputs], dim=1)
         for kind, params in layers:
             x = F.linear(x, *params) if kind == "linear" else F.relu(x)
-        return F.linear(x, head_w, head_b).squeeze(1)
+        out = F.linear(x, head_w, head_b).squeeze(1)
+        if slope is not None:
+            out = out + (F.softplus(F.linear(x, slope.weight, slope.bias)) * nums.index_select(1, monotone)).sum(1)
+        return out
 
     return forward
 
@@ -259,7 +281,7 @@ def seconds_from(net: Callable, cats: np.ndarray, nums: np.ndarray) -> np.ndarra
 
 
 class Scorer:
-    """Columns in, seconds out, for one loaded model: compiled where verified, the library's path otherwise."""
+    """Columns in, calibrated seconds out, for one loaded model: compiled where verified, the library's path otherwise."""
 
     def __init__(self, predictor: Predictor, compile: bool = True):
         self.predictor = predictor
@@ -302,9 +324,13 @@ class Scorer:
         return "; ".join(self.problems) or None
 
     def __call__(self, cols: dict[str, Any]) -> np.ndarray:
+        """The calibrated mean in seconds."""
         if self.transform is None:
             return reference_predict(self.predictor, cols)
-        return seconds_from(self.net, *self.transform(cols))
+        return calibrated(self.predictor, seconds_from(self.net, *self.transform(cols)), cols)
+
+    def interval(self, cols: dict[str, Any], mean_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return intervals(self.predictor, mean_s, cols)
 
 
 def verify(predictor: Predictor, compiled: CompiledTransform, cols: dict[str, Any] | None = None) -> str | None:
@@ -322,7 +348,7 @@ def verify(predictor: Predictor, compiled: CompiledTransform, cols: dict[str, An
         bad = sorted({compiled.numeric[j] for j in np.argwhere(~np.isclose(want_nums, got_nums, rtol=1e-5, atol=1e-5))[:, 1]})
         return f"compiled numeric features differ from the pandas transform: {bad}"
     want = predictor.predict(frame)
-    got = seconds_from(predictor.model, got_cats, got_nums)
+    got = calibrated(predictor, seconds_from(predictor.model, got_cats, got_nums), cols)
     if not np.allclose(want, got, rtol=1e-4, atol=1e-3):
         return f"predictions differ from Predictor.predict by up to {np.abs(want - got).max():.3g} s"
     return None

@@ -16,6 +16,8 @@ from components.steps import record
 from components.train import Arrays
 
 TRAIN, VAL, TEST = "train.npz", "val.npz", "test.parquet"
+# The frames themselves: baselines are fitted on the training weeks, calibration on the validation weeks.
+TRAIN_FRAME, VAL_FRAME = "train.parquet", "val.parquet"
 
 
 def encode(transform: FeatureTransform, frame: pd.DataFrame) -> Arrays:
@@ -31,6 +33,8 @@ def featurize(cfg: Config, clean_path: str | Path, out_dir: str | Path, run_uri:
     (out / TRAIN).write_bytes(encode(transform, splits["train"]).to_bytes())
     (out / VAL).write_bytes(encode(transform, splits["val"]).to_bytes())
     splits["test"].to_parquet(out / TEST, index=False)
+    splits["train"].to_parquet(out / TRAIN_FRAME, index=False)
+    splits["val"].to_parquet(out / VAL_FRAME, index=False)
     transform.save(out / "transform.json")
     snapshot.to_parquet(out / "customer_history.parquet", index=False)
     (out / "reference.json").write_text(json.dumps(build_reference(splits["train"]).to_dict()))

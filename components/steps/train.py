@@ -11,13 +11,14 @@ import mlflow
 import pandas as pd
 
 from components import tracking
-from components.bundle import save_bundle
+from components.bundle import calibrate_bundle, save_bundle
 from components.config import Config
 from components.drift import Reference
 from components.features import FeatureTransform
 from components.model import NetConfig
+from components.schema import FEATURES
 from components.steps import record
-from components.steps.featurize import TRAIN, VAL
+from components.steps.featurize import TRAIN, VAL, VAL_FRAME
 from components.storage import local_path
 from components.train import Arrays, TrainResult, train_in_process, train_with_ray
 
@@ -25,8 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def net_config(cfg: Config, transform: FeatureTransform, train: Arrays) -> NetConfig:
+    monotone = tuple(transform.numeric.index(f) for f in FEATURES.monotone if f in transform.numeric)
     return NetConfig(transform.cardinalities, len(transform.numeric), cfg.train.embedding_dim, tuple(cfg.train.hidden),
-                     cfg.train.dropout, float(pd.Series(train.y).mean()))
+                     cfg.train.dropout, float(pd.Series(train.y).mean()), monotone)
 
 
 def fit(cfg: Config, features_dir: Path, run_name: str) -> TrainResult:
@@ -70,6 +72,11 @@ def train_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path, da
             bundle_dir, result.state_dict, result.net, FeatureTransform.load(features_dir / "transform.json"),
             pd.read_parquet(features_dir / "customer_history.parquet"),
             Reference.from_dict(json.loads((features_dir / "reference.json").read_text())), metadata)
+        # Before logging: the registered model carries its mean correction and interval calibration.
+        calibration = calibrate_bundle(bundle, pd.read_parquet(features_dir / VAL_FRAME), cfg.calibration)["model"]
+        mlflow.log_metrics({"calibration_factor": calibration.factor["*"],
+                            "interval_low_ratio": calibration.low_ratio["*"],
+                            "interval_high_ratio": calibration.high_ratio["*"]})
         model_uri = tracking.log_model(bundle)
         version = tracking.register(cfg, model_uri, tags={"data_version": data_version, "run_id": run.info.run_id})
     log.info("trained in %.1f s (%.0f samples/s), best val MAE %.1f s; registered %s version %s",

@@ -71,8 +71,9 @@ def stops_frame(stops: list[dict]):
 
 
 def answer(predictor, stops: list[dict]) -> dict:
-    seconds = predictor.predict(stops_frame(stops))
-    return {"predictions": [{"service_time_s": round(float(s), 3), "source": "model"} for s in seconds],
+    seconds, low, high = predictor.predict_interval(stops_frame(stops))
+    return {"predictions": [{"service_time_s": round(float(s), 3), "low_s": round(float(a), 3), "high_s": round(float(b), 3),
+                             "source": "model"} for s, a, b in zip(seconds, low, high, strict=True)],
             "model_version": predictor.version}
 
 
@@ -126,9 +127,10 @@ class RayServePredictor:
         from components.serving.app import render_predictions
 
         stops = self.request_model.model_validate_json(await request.body()).stops
-        seconds = self.scorer(to_columns(stops))
-        return Response(render_predictions(seconds, np.ones(len(seconds), dtype=bool), self.predictor.version),
-                        media_type="application/json")
+        cols = to_columns(stops)
+        seconds = self.scorer(cols)
+        return Response(render_predictions(seconds, np.ones(len(seconds), dtype=bool), self.predictor.version,
+                                           *self.scorer.interval(cols, seconds)), media_type="application/json")
 
 
 def serve_with_ray(port: int, bundle: str, scorer: bool = False) -> None:

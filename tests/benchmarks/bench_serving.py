@@ -81,9 +81,10 @@ def minimal_app():
     @app.post("/predict")
     async def predict(request: Request) -> Response:
         stops = model.model_validate_json(await request.body()).stops
-        seconds = scorer(to_columns(stops))
-        return Response(render_predictions(seconds, np.ones(len(seconds), dtype=bool), predictor.version),
-                        media_type="application/json")
+        cols = to_columns(stops)
+        seconds = scorer(cols)
+        return Response(render_predictions(seconds, np.ones(len(seconds), dtype=bool), predictor.version,
+                                           *scorer.interval(cols, seconds)), media_type="application/json")
 
     @app.get("/readyz")
     async def readyz() -> dict:
@@ -261,8 +262,10 @@ def _in_process_cost(bundle: Path, single: bytes, batch: bytes) -> dict:
 
     def minimal(body):
         stops = state.request_model.model_validate_json(body).stops
-        seconds = model.scorer(to_columns(stops))
-        return render_predictions(seconds, np.ones(len(seconds), dtype=bool), model.version)
+        cols = to_columns(stops)
+        seconds = model.scorer(cols)
+        return render_predictions(seconds, np.ones(len(seconds), dtype=bool), model.version,
+                                  *model.scorer.interval(cols, seconds))
 
     out = {}
     for name, body, n in (("single", single, 2000), ("batch", batch, 40)):

@@ -82,10 +82,17 @@ def test_validation_errors_map_to_statuses():
 def test_render_predictions_is_json():
     import json
 
-    body = json.loads(render_predictions(np.array([301.23456, 420.0]), np.array([True, False]), "3"))
-    assert body == {"predictions": [{"service_time_s": 301.235, "source": "model"},
-                                    {"service_time_s": 420.0, "source": "fallback"}], "model_version": "3"}
-    assert json.loads(render_predictions(np.array([1.0]), np.array([False]), None))["model_version"] is None
+    body = json.loads(render_predictions(np.array([301.23456, 420.0]), np.array([True, False]), "3",
+                                         np.array([200.0, 301.0]), np.array([400.04449, 520.0])))
+    assert body == {"predictions": [{"service_time_s": 301.235, "low_s": 200.0, "high_s": 400.044, "source": "model"},
+                                    {"service_time_s": 420.0, "low_s": 301.0, "high_s": 520.0, "source": "fallback"}],
+                    "model_version": "3"}
+    one = json.loads(render_predictions(np.array([1.0]), np.array([False]), None, np.array([0.5]), np.array([2.0])))
+    assert one["model_version"] is None
+    # Rounding never puts the mean outside its interval.
+    tight = json.loads(render_predictions(np.array([300.0004]), np.array([True]), "1", np.array([300.0004]),
+                                          np.array([300.0004])))["predictions"][0]
+    assert tight["low_s"] <= tight["service_time_s"] <= tight["high_s"]
 
 
 def test_compiled_scorer_equals_predictor_on_held_out_stops(trained):
@@ -103,9 +110,9 @@ def test_a_diverging_compiled_transform_is_refused(trained, monkeypatch):
     predictor = Predictor.load(trained.bundle)
     from components.serving import scorer as sc
 
-    monkeypatch.setitem(sc._NUMERIC, "log_boxes", lambda c: np.log(c.num("n_boxes")))  # a subtle bug
+    monkeypatch.setitem(sc._NUMERIC, "boxes", lambda c: np.maximum(c.num("n_boxes"), 2))  # a subtle bug
     s = Scorer(predictor)
-    assert s.path == "pandas" and "log_boxes" in s.compile_problem
+    assert s.path == "pandas" and "boxes" in s.compile_problem
     cols = sc.probe_columns(predictor)
     np.testing.assert_allclose(s(cols), predictor.predict(columns_to_frame(cols)))
 

@@ -59,9 +59,13 @@ def test_single_and_batch_predictions_match_the_bundle(client, trained):
     batch = client.post("/predict", json={"stops": trained.stops(MAX_BATCH, start=5)})
     assert batch.status_code == 200
     got = np.array([p["service_time_s"] for p in batch.json()["predictions"]])
-    want = predictor.predict(trained.test[list(FIELD_NAMES)].iloc[5 : 5 + MAX_BATCH])
+    want, low, high = predictor.predict_interval(trained.test[list(FIELD_NAMES)].iloc[5 : 5 + MAX_BATCH])
     np.testing.assert_allclose(got, want, atol=1e-3)
     assert {p["source"] for p in batch.json()["predictions"]} == {"model"}
+    np.testing.assert_allclose([p["low_s"] for p in batch.json()["predictions"]], low, atol=1e-3)
+    np.testing.assert_allclose([p["high_s"] for p in batch.json()["predictions"]], high, atol=1e-3)
+    assert all(p["low_s"] <= p["service_time_s"] <= p["high_s"] for p in batch.json()["predictions"] + body["predictions"])
+    assert (high - low).min() > 0  # calibrated on the validation weeks, not a zero-width placeholder
 
 
 def _malformed(trained) -> dict[str, tuple[bytes | dict, tuple[int, ...], str]]:
@@ -168,8 +172,10 @@ def test_fallback_when_the_model_cannot_load(serve_app, trained, tmp_path):
     assert [p["source"] for p in body["predictions"]] == ["fallback"] * 3
     from components.baseline import BusinessLogicModel
 
-    want = BusinessLogicModel().predict(trained.test.iloc[:3])
+    want, low, high = BusinessLogicModel().predict_interval(trained.test.iloc[:3])
     np.testing.assert_allclose([p["service_time_s"] for p in body["predictions"]], want)
+    np.testing.assert_allclose([p["low_s"] for p in body["predictions"]], low)
+    np.testing.assert_allclose([p["high_s"] for p in body["predictions"]], high)
     text = httpx.get(f"{server.url}/metrics").text
     assert metric_value(text, f"{m.FALLBACKS}_total", reason="no_model") == 3
     assert metric_value(text, f"{m.PREDICTIONS}_total", source="fallback") == 3
@@ -194,6 +200,7 @@ def test_scoring_errors_and_non_finite_outputs_fall_back(serve_app, trained):
         r = httpx.post(f"{server.url}/predict", json={"stops": trained.stops(3)})
         assert [p["source"] for p in r.json()["predictions"]] == ["fallback", "model", "fallback"]
         assert r.json()["predictions"][1]["service_time_s"] == 321.0
+        assert all(p["low_s"] <= p["service_time_s"] <= p["high_s"] for p in r.json()["predictions"])
     finally:
         model.scorer = original
     text = httpx.get(f"{server.url}/metrics").text
