@@ -1,22 +1,43 @@
-"""Evaluation that decides: the candidate against the rules and the champion, overall and per slice.
+"""Evaluation that decides: the candidate against the baselines and the champion.
 
-Writes a machine-readable verdict (blessed or not, with every reason) and a
-Markdown report with plots. Thresholds come from ``EvalConfig``.
+Overall, per slice, per group (fairness), per window of weeks (holiday and
+normal), on the route KPI and on interval coverage; the gate itself is
+``components.verdict.decide`` and the report ``components.report``.
+Thresholds come from ``EvalConfig``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from datetime import date
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
+from components.baselines import BASELINES
+from components.calibration import coverage
+from components.champion import paired_bootstrap
 from components.config import EvalConfig
+from components.fairness import group_metrics
 from components.features import floor_band
+from components.importance import permutation_importance, without_history
 from components.kpi import arrival_delays, route_kpi
+from components.report import inline_images, write_report
 from components.schema import LABEL
+from components.simulator import is_christmas_week
+from components.verdict import decide
+
+__all__ = [
+    "Evaluation",
+    "decide",
+    "evaluate",
+    "inline_images",
+    "permutation_importance",
+    "point_metrics",
+    "slice_masks",
+    "write_report",
+]
 
 
 class Model(Protocol):
@@ -32,7 +53,7 @@ def point_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
         "rmse": float(np.sqrt(np.mean(err**2))),
         "p90_abs_error": float(np.quantile(np.abs(err), 0.9)),
         "bias": float(np.mean(err)),
-        "n": int(len(err)),
+        "n": len(err),
     }
 
 
@@ -65,80 +86,54 @@ class Evaluation:
     route_kpi: dict[str, dict | None]
     importance: dict[str, float]
     verdict: dict
+    intervals: dict = field(default_factory=dict)
+    fairness: dict = field(default_factory=dict)
+    champion_test: dict | None = None
+    windows: dict[str, dict] = field(default_factory=dict)
+    importance_history_hidden: dict[str, float] = field(default_factory=dict)
+    context: dict = field(default_factory=dict)  # data window, thresholds: for the model card
     delays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     errors_by_week: pd.DataFrame | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         return {"metrics": self.metrics, "slices": self.slices, "route_kpi": self.route_kpi,
-                "importance": self.importance, "verdict": self.verdict}
+                "importance": self.importance, "intervals": self.intervals, "fairness": self.fairness,
+                "champion_test": self.champion_test, "windows": self.windows, "context": self.context,
+                "importance_history_hidden": self.importance_history_hidden,
+                "verdict": self.verdict}
 
 
-IMPORTANCE_GROUPS = {
-    "order size": ["n_items", "n_boxes", "weight_kg"],
-    "floor": ["floor"],
-    "elevator": ["has_elevator"],
-    "building type": ["building_type"],
-    "area": ["area_id", "area_type"],
-    "time of day/week": ["delivered_at"],
-    "customer history": ["cust_prev_count", "cust_prev_sum_log"],
-    "driver tenure": ["driver_tenure_weeks"],
-    "frozen goods": ["has_frozen"],
-}
+MODELS = ("candidate", *BASELINES, "champion")
 
 
-def permutation_importance(model: Model, frame: pd.DataFrame, repeats: int, rows: int, seed: int = 0) -> dict[str, float]:
-    """MAE increase (seconds) when a group of inputs is shuffled: what the model relies on."""
-    rng = np.random.default_rng(seed)
-    sample = frame.sample(min(rows, len(frame)), random_state=seed).reset_index(drop=True)
-    y = sample[LABEL].to_numpy(float)
-    base = np.mean(np.abs(model.predict(sample) - y))
-    out = {}
-    for group, cols in IMPORTANCE_GROUPS.items():
-        deltas = []
-        for _ in range(repeats):
-            shuffled = sample.copy()
-            perm = rng.permutation(len(sample))
-            for c in cols:
-                shuffled[c] = sample[c].to_numpy()[perm]
-            deltas.append(np.mean(np.abs(model.predict(shuffled) - y)) - base)
-        out[group] = float(np.mean(deltas))
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+def week_window(batch: pd.Series) -> np.ndarray:
+    """"holiday weeks" or "normal weeks" for each row, from the batch name's Monday."""
+    def label(name: str) -> str:
+        monday = date.fromisoformat(str(name).rsplit("_", 1)[-1]) if "_" in str(name) else None
+        return "holiday weeks" if monday and is_christmas_week(monday) else "normal weeks"
+
+    names = batch.astype(str)
+    table = {n: label(n) for n in names.unique()}
+    return names.map(table).to_numpy()
 
 
-def decide(metrics: dict[str, dict | None], slices: list[dict], kpi: dict[str, dict | None], cfg: EvalConfig) -> dict:
-    """The verdict, as data: every check with its outcome. Blessed only if all pass."""
-    checks: list[dict] = []
-    cand, base, champ = metrics["candidate"], metrics["baseline"], metrics.get("champion")
-    gain = 1 - cand["mae"] / base["mae"]
-    checks.append({"check": "beats business-logic baseline", "passed": gain >= cfg.min_improvement_vs_baseline,
-                   "detail": f"MAE {cand['mae']:.1f} s vs {base['mae']:.1f} s: {gain:+.1%} (need >= {cfg.min_improvement_vs_baseline:.0%})"})
-    if cfg.require_route_kpi_gain:
-        c, b = kpi["candidate"]["delay_std_s"], kpi["baseline"]["delay_std_s"]
-        checks.append({"check": "lowers spread of route arrival delay", "passed": c < b,
-                       "detail": f"delay std {c:.0f} s vs baseline {b:.0f} s"})
-    worst = [s for s in slices if s["rows"] >= cfg.min_slice_rows and s["vs_baseline"] > cfg.max_slice_regression]
-    checks.append({"check": f"no slice more than {cfg.max_slice_regression:.0%} worse than baseline", "passed": not worst,
-                   "detail": "; ".join(f"{s['slice']}: {s['vs_baseline']:+.1%}" for s in worst) or
-                   f"{sum(s['rows'] >= cfg.min_slice_rows for s in slices)} slices checked"})
-    if champ is None:
-        checks.append({"check": "no regression against champion", "passed": True,
-                       "detail": "no champion yet: first model, judged against the baseline only"})
-    else:
-        limit = champ["mae"] * (1 + cfg.max_regression_vs_champion)
-        checks.append({"check": "no regression against champion", "passed": cand["mae"] <= limit,
-                       "detail": f"MAE {cand['mae']:.1f} s vs champion {champ['mae']:.1f} s (limit {limit:.1f} s)"})
-    blessed = all(c["passed"] for c in checks)
-    reasons = [f"{'PASS' if c['passed'] else 'FAIL'} {c['check']}: {c['detail']}" for c in checks]
-    return {"blessed": blessed, "reasons": reasons, "checks": checks, "first_model": champ is None}
-
-
-def evaluate(test: pd.DataFrame, candidate: Model, baseline: Model, champion: Model | None,
-             train_areas: set[str], cfg: EvalConfig) -> Evaluation:
+def window_report(test: pd.DataFrame, preds: dict[str, np.ndarray], window_s: float) -> dict[str, dict]:
+    """Per-stop and route figures for the holiday weeks and the normal weeks of the test window, apart."""
+    if "batch" not in test:
+        return {}
+    windows = week_window(test["batch"])
     y = test[LABEL].to_numpy(float)
-    models = {"candidate": candidate, "baseline": baseline, "champion": champion}
-    preds = {k: m.predict(test) for k, m in models.items() if m is not None}
-    metrics = {k: point_metrics(y, preds[k]) if k in preds else None for k in models}
-    kpi = {k: route_kpi(test, preds[k], cfg.promised_window_s) if k in preds else None for k in models}
+    out = {}
+    for name in sorted(set(windows.tolist())):
+        m = windows == name
+        part = test[m]
+        out[name] = {"weeks": sorted(part["batch"].astype(str).unique().tolist()), "rows": int(m.sum()),
+                     "metrics": {k: point_metrics(y[m], p[m]) for k, p in preds.items()},
+                     "route_kpi": {k: route_kpi(part, p[m], window_s) for k, p in preds.items()}}
+    return out
+
+
+def _slices(test: pd.DataFrame, y: np.ndarray, preds: dict[str, np.ndarray], train_areas: set[str]) -> list[dict]:
     slices = []
     for name, mask in slice_masks(test, train_areas).items():
         if not mask.any():
@@ -146,104 +141,51 @@ def evaluate(test: pd.DataFrame, candidate: Model, baseline: Model, champion: Mo
         row = {"slice": name, "rows": int(mask.sum())}
         for k, p in preds.items():
             row[k] = point_metrics(y[mask], p[mask])["mae"]
+        row["candidate_bias"] = float(np.mean(preds["candidate"][mask] - y[mask]))
         row["vs_baseline"] = row["candidate"] / row["baseline"] - 1
+        if "champion" in preds:
+            row["vs_champion"] = row["candidate"] / row["champion"] - 1
         slices.append(row)
-    importance = permutation_importance(candidate, test, cfg.importance_repeats, cfg.importance_rows)
-    verdict = decide(metrics, slices, kpi, cfg)
+    return slices
+
+
+def _intervals(candidate: Model, test: pd.DataFrame, y: np.ndarray) -> tuple[np.ndarray | None, dict]:
+    if not hasattr(candidate, "predict_interval"):
+        return None, {"nominal": None, "coverage": None, "mean_width_s": None}
+    mean, low, high = candidate.predict_interval(test)
+    out = coverage(y, low, high, candidate.calibration.nominal)
+    if "batch" in test:
+        windows = week_window(test["batch"])
+        out["by_window"] = {w: coverage(y[windows == w], low[windows == w], high[windows == w], out["nominal"])
+                            for w in sorted(set(windows.tolist()))}
+    return mean, out
+
+
+def evaluate(test: pd.DataFrame, candidate: Model, baselines: dict[str, Model] | Model, champion: Model | None,
+             train_areas: set[str], cfg: EvalConfig, context: dict | None = None) -> Evaluation:
+    """Score every model on the test weeks and decide. ``baselines``: name -> model (or the rules alone)."""
+    if not isinstance(baselines, dict):
+        baselines = {"baseline": baselines}
+    y = test[LABEL].to_numpy(float)
+    models = {"candidate": candidate, **baselines, "champion": champion}
+    preds = {k: m.predict(test) for k, m in models.items() if m is not None}
+    mean, intervals = _intervals(candidate, test, y)
+    if mean is not None:
+        preds["candidate"] = mean
+    metrics = {k: point_metrics(y, preds[k]) if k in preds else None for k in models}
+    kpi = {k: route_kpi(test, preds[k], cfg.promised_window_s) if k in preds else None for k in models}
     delays = {k: arrival_delays(test, p).to_numpy() for k, p in preds.items()}
+    slices = _slices(test, y, preds, train_areas)
+    fairness = group_metrics(test, preds["candidate"], delays["candidate"], cfg.promised_window_s, cfg.min_group_rows)
+    champion_test = None
+    if "champion" in preds:
+        champion_test = paired_bootstrap(test["route_id"], np.abs(preds["candidate"] - y), np.abs(preds["champion"] - y),
+                                         cfg.bootstrap_samples, cfg.bootstrap_confidence)
+    importance = permutation_importance(candidate, test, cfg.importance_repeats, cfg.importance_rows)
+    hidden = permutation_importance(candidate, without_history(test), cfg.importance_repeats, cfg.importance_rows)
+    verdict = decide(metrics, slices, kpi, cfg, intervals, fairness, champion_test)
     week = test["batch"] if "batch" in test else pd.Series("all", index=test.index)
     by_week = pd.DataFrame({k: np.abs(p - y) for k, p in preds.items()}).groupby(week.to_numpy()).mean()
-    return Evaluation(metrics, slices, kpi, importance, verdict, delays, by_week)
-
-
-def write_report(ev: Evaluation, out_dir: str | Path, title: str = "Evaluation") -> Path:
-    """Markdown report with PNG plots; returns the Markdown path."""
-    # Figure objects, not pyplot: no global backend switch (a notebook keeps its inline plots).
-    from matplotlib.figure import Figure
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    names = [k for k in ("baseline", "champion", "candidate") if ev.metrics.get(k)]
-
-    fig = Figure(figsize=(9, 6))
-    ax = fig.subplots()
-    labels = [s["slice"] for s in ev.slices]
-    ypos = np.arange(len(labels))
-    for i, k in enumerate(names):
-        ax.barh(ypos + (i - (len(names) - 1) / 2) * 0.27, [s.get(k, np.nan) for s in ev.slices], height=0.27, label=k)
-    ax.set_yticks(ypos, labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("MAE (s)")
-    ax.set_title("Error by slice")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "slices.png", dpi=90)
-
-    fig = Figure(figsize=(7, 4))
-    ax = fig.subplots()
-    for k in names:
-        ax.hist(ev.delays[k] / 60, bins=80, range=(-60, 60), histtype="step", label=f"{k} (std {ev.route_kpi[k]['delay_std_s'] / 60:.1f} min)")
-    ax.set_xlabel("arrival delay at stop (min)")
-    ax.set_ylabel("stops")
-    ax.set_title("Route replay: arrival delay")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "route_delay.png", dpi=90)
-
-    fig = Figure(figsize=(7, 4))
-    ax = fig.subplots()
-    groups = list(ev.importance)
-    ax.barh(groups, [ev.importance[g] for g in groups])
-    ax.invert_yaxis()
-    ax.set_xlabel("MAE increase when shuffled (s)")
-    ax.set_title("Permutation importance")
-    fig.tight_layout()
-    fig.savefig(out / "importance.png", dpi=90)
-
-    if ev.errors_by_week is not None:
-        fig = Figure(figsize=(7, 3.5))
-        ax = fig.subplots()
-        ev.errors_by_week.plot(ax=ax, marker="o")
-        ax.set_ylabel("MAE (s)")
-        ax.set_title("Error by held-out week")
-        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "weeks.png", dpi=90)
-
-    v = ev.verdict
-    lines = [f"# {title}", "", f"**Verdict: {'BLESSED' if v['blessed'] else 'NOT BLESSED'}**", ""]
-    lines += [f"- {r}" for r in v["reasons"]]
-    lines += ["", "## Per stop (held-out weeks)", "", "| model | MAE s | RMSE s | P90 abs err s | bias s |", "|---|---:|---:|---:|---:|"]
-    for k in names:
-        m = ev.metrics[k]
-        lines.append(f"| {k} | {m['mae']:.1f} | {m['rmse']:.1f} | {m['p90_abs_error']:.1f} | {m['bias']:+.1f} |")
-    lines += ["", "## Route replay KPI", "", "| model | delay std s | mean abs delay s | outside window |", "|---|---:|---:|---:|"]
-    for k in names:
-        r = ev.route_kpi[k]
-        lines.append(f"| {k} | {r['delay_std_s']:.0f} | {r['delay_mae_s']:.0f} | {r['outside_window_share']:.1%} |")
-    lines += ["", "![route delay](route_delay.png)", "", "## Slices", "",
-              "| slice | rows | baseline MAE | candidate MAE | vs baseline |", "|---|---:|---:|---:|---:|"]
-    for s in ev.slices:
-        lines.append(f"| {s['slice']} | {s['rows']} | {s['baseline']:.1f} | {s['candidate']:.1f} | {s['vs_baseline']:+.1%} |")
-    lines += ["", "![slices](slices.png)", "", "## What the model relies on", ""]
-    lines += [f"- {g}: +{d:.1f} s MAE when shuffled" for g, d in ev.importance.items()]
-    lines += ["", "![importance](importance.png)", "", "![weeks](weeks.png)", ""]
-    path = out / "report.md"
-    path.write_text("\n".join(lines))
-    return path
-
-
-def inline_images(markdown_path: str | Path) -> str:
-    """The report with its PNGs embedded as data URIs: one file the KFP UI can show."""
-    import base64
-    import re
-
-    path = Path(markdown_path)
-
-    def embed(match: re.Match) -> str:
-        png = path.parent / match.group(2)
-        if not png.exists():
-            return ""
-        return f"![{match.group(1)}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"
-
-    return re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)", embed, path.read_text())
+    ctx = {**(context or {}), "thresholds": cfg.model_dump()}
+    return Evaluation(metrics, slices, kpi, importance, verdict, intervals, fairness, champion_test,
+                      window_report(test, preds, cfg.promised_window_s), hidden, ctx, delays, by_week)

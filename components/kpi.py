@@ -29,6 +29,8 @@ def arrival_delays(frame: pd.DataFrame, predicted_s: np.ndarray) -> pd.Series:
 
 
 def route_kpi(frame: pd.DataFrame, predicted_s: np.ndarray, window_s: float) -> dict[str, float]:
+    """Arrival delay statistics. Late (after the promised window) and early (before it) are
+    reported apart: a customer waiting past the window is not the same miss as a van idling early."""
     delay = arrival_delays(frame, predicted_s).to_numpy()
     return {
         "delay_std_s": float(np.std(delay)),
@@ -36,6 +38,8 @@ def route_kpi(frame: pd.DataFrame, predicted_s: np.ndarray, window_s: float) -> 
         "delay_mae_s": float(np.mean(np.abs(delay))),
         "delay_p90_abs_s": float(np.quantile(np.abs(delay), 0.9)),
         "outside_window_share": float(np.mean(np.abs(delay) > window_s)),
+        "late_share": float(np.mean(delay > window_s)),
+        "early_share": float(np.mean(delay < -window_s)),
         "routes": int(frame["route_id"].nunique()),
-        "stops": int(len(frame)),
+        "stops": len(frame),
     }

@@ -1,4 +1,4 @@
-"""Evaluate: the candidate against the rules and the current champion; a verdict and a report."""
+"""Evaluate: the candidate against the baselines and the current champion; a verdict and a report."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import mlflow
 import pandas as pd
 
 from components import tracking
-from components.baseline import BusinessLogicModel
+from components.baselines import BASELINES, fit_baselines
 from components.bundle import Predictor
 from components.config import Config
 from components.evaluate import evaluate, write_report
 from components.steps import record
-from components.steps.featurize import TEST
+from components.steps.featurize import TEST, TRAIN_FRAME, VAL_FRAME
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +39,24 @@ def evaluate_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path,
     test = pd.read_parquet(features_dir / TEST)
     split = json.loads((features_dir / "split.json").read_text())
     champion = load_champion(cfg)
-    ev = evaluate(test, Predictor.load(bundle_dir), BusinessLogicModel(), champion, set(split["train_areas"]), cfg.eval)
+    baselines = fit_baselines(pd.read_parquet(features_dir / TRAIN_FRAME), pd.read_parquet(features_dir / VAL_FRAME))
+    ev = evaluate(test, Predictor.load(bundle_dir), baselines, champion, set(split["train_areas"]), cfg.eval,
+                  context={"weeks": split["weeks"]})
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(ev.to_dict(), indent=2))
     (out / "verdict.json").write_text(json.dumps(ev.verdict, indent=2))
     report = write_report(ev, out, title=f"Evaluation on held-out weeks {split['weeks']['test'][0]} .. {split['weeks']['test'][-1]}")
     if run_id:
         with mlflow.start_run(run_id=run_id):
-            for k in ("candidate", "baseline", "champion"):
+            for k in ("candidate", *BASELINES, "champion"):
                 if ev.metrics[k]:
                     mlflow.log_metrics({f"test_{k}_{m}": v for m, v in ev.metrics[k].items() if m != "n"})
-                    mlflow.log_metric(f"test_{k}_delay_std_s", ev.route_kpi[k]["delay_std_s"])
+                    mlflow.log_metrics({f"test_{k}_{m}": ev.route_kpi[k][m]
+                                        for m in ("delay_std_s", "delay_mean_s", "late_share", "early_share")})
+            if ev.intervals.get("coverage") is not None:
+                mlflow.log_metrics({"test_interval_coverage": ev.intervals["coverage"],
+                                    "test_interval_mean_width_s": ev.intervals["mean_width_s"]})
+            mlflow.log_metrics({f"test_{g}_bias_gap_s": f["bias_gap_s"] for g, f in ev.fairness.items()})
             mlflow.set_tag("blessed", str(ev.verdict["blessed"]).lower())
             mlflow.log_artifacts(str(out), "evaluation")
     for reason in ev.verdict["reasons"]:
@@ -58,4 +65,7 @@ def evaluate_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path,
         "blessed": ev.verdict["blessed"], "reasons": ev.verdict["reasons"], "metrics": ev.metrics,
         "route_kpi": {k: v for k, v in ev.route_kpi.items()},
         "champion_version": champion.version if champion else None, "report": str(report),
-        "importance": ev.importance})
+        "importance": ev.importance, "intervals": {k: v for k, v in ev.intervals.items() if k != "by_window"},
+        "fairness": ev.fairness,
+        "windows": {w: {"weeks": d["weeks"], "metrics": d["metrics"], "route_kpi": d["route_kpi"]} for w, d in ev.windows.items()},
+        "champion_test": ev.champion_test})

@@ -6,6 +6,7 @@ import time
 
 from components.storage import Storage, StorageError, join
 
+MODELS = ("candidate", "baseline", "baseline_calibrated", "baseline_history", "champion")
 STEPS = ("ingest", "validate", "features", "train", "evaluate", "register", "deploy")
 
 
@@ -31,8 +32,12 @@ def summarize(run_uri: str, status: str = "SUCCEEDED", error: str | None = None)
         "rows": {"in": validate.get("rows_in"), "accepted": validate.get("rows_accepted"),
                  "quarantined": validate.get("rows_quarantined")},
         "rejected_batches": validate.get("rejected_batches"),
-        "metrics": {k: metrics.get(k) for k in ("candidate", "baseline", "champion")},
-        "route_kpi": {k: kpi.get(k) for k in ("candidate", "baseline", "champion")},
+        "metrics": {k: metrics.get(k) for k in MODELS},
+        "route_kpi": {k: kpi.get(k) for k in MODELS},
+        "intervals": ev.get("intervals"),
+        "fairness": ev.get("fairness"),
+        "windows": ev.get("windows"),
+        "champion_test": ev.get("champion_test"),
         "verdict": {"blessed": ev.get("blessed"), "reasons": ev.get("reasons", [])},
         "model": {"name": train.get("model_name"), "version": train.get("model_version"), "uri": train.get("model_uri"),
                   "run_id": train.get("run_id"), "champion": (steps["register"] or {}).get("version"),
@@ -61,13 +66,22 @@ def render_text(summary: dict) -> str:
         lines.append(f"  error: {summary['error']}")
     rows = summary["rows"]
     lines.append(f"  data     version {summary['data_version']}  rows in {rows['in']}, accepted {rows['accepted']}, quarantined {rows['quarantined']}")
-    for name in ("baseline", "champion", "candidate"):
+    nan = float("nan")
+    for name in ("baseline", "baseline_calibrated", "baseline_history", "champion", "candidate"):
         if m.get(name):
             kp = k.get(name) or {}
-            lines.append(f"  {name:<9} MAE {m[name]['mae']:6.1f} s   P90 {m[name]['p90_abs_error']:6.1f} s   "
-                         f"bias {m[name]['bias']:+6.1f} s   route delay std {kp.get('delay_std_s', float('nan')):6.0f} s")
+            lines.append(f"  {name:<19} MAE {m[name]['mae']:6.1f} s   bias {m[name]['bias']:+6.1f} s   "
+                         f"delay std {kp.get('delay_std_s', nan):5.0f} s   late {kp.get('late_share', nan):6.1%}   "
+                         f"early {kp.get('early_share', nan):6.1%}")
     if m.get("candidate") and m.get("baseline"):
-        lines.append(f"  gain vs rules: {1 - m['candidate']['mae'] / m['baseline']['mae']:+.1%} MAE")
+        gains = ", ".join(f"{b} {1 - m['candidate']['mae'] / m[b]['mae']:+.1%}"
+                          for b in ("baseline", "baseline_calibrated", "baseline_history") if m.get(b))
+        lines.append(f"  candidate's MAE gain: {gains}")
+    iv = summary.get("intervals") or {}
+    if iv.get("coverage") is not None:
+        lines.append(f"  intervals  nominal {iv['nominal']:.0%}  coverage {iv['coverage']:.1%}  mean width {iv['mean_width_s']:.0f} s")
+    for group, f in (summary.get("fairness") or {}).items():
+        lines.append(f"  fairness   {group}: bias gap {f['bias_gap_s']:.1f} s, late-share gap {f['late_share_gap']:.1%}")
     if v.get("blessed") is not None:
         lines.append(f"  verdict  {'BLESSED' if v['blessed'] else 'NOT BLESSED'}")
         lines += [f"    {r}" for r in v["reasons"]]

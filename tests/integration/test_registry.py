@@ -56,7 +56,7 @@ def test_bless_reject_rollback(trained):
     strict = cfg.model_copy(update={"eval": EvalConfig(min_improvement_vs_baseline=0.99)})
     ev2 = evaluate_step(strict, ws / "features", ws / "m2", ws / "ev2", run_id=second["run_id"])
     assert not ev2["blessed"] and ev2["champion_version"] == "1"
-    assert any(r.startswith("FAIL beats business-logic baseline") for r in ev2["reasons"])
+    assert any(r.startswith("FAIL beats the strongest baseline") for r in ev2["reasons"])
     assert tracking.alias_version(cfg) == "1"
     assert (ws / "ev2" / "report.md").read_text().count("NOT BLESSED") == 1
     assert (ws / "ev2" / "slices.png").stat().st_size > 1000

@@ -17,6 +17,14 @@ def test_route_kpi_on_a_hand_computed_route():
     assert kpi["delay_std_s"] == pytest.approx(np.std([0, 60, 30, 150]))
     assert kpi["outside_window_share"] == 0.25
     assert kpi["delay_mae_s"] == pytest.approx(60.0)
+    assert kpi["late_share"] == 0.25 and kpi["early_share"] == 0.0 and kpi["delay_mean_s"] == pytest.approx(60.0)
+
+
+def test_late_and_early_are_apart():
+    route = pd.DataFrame({"route_id": ["r"] * 4, "stop_index": [0, 1, 2, 3], "service_time_s": [100.0, 100.0, 100.0, 100.0]})
+    kpi = route_kpi(route, np.array([300.0, 300.0, 300.0, 300.0]), window_s=300)  # the plan is 200 s too long a stop
+    assert kpi["early_share"] == 0.5 and kpi["late_share"] == 0.0  # delays 0, -200, -400, -600
+    assert kpi["outside_window_share"] == kpi["early_share"] + kpi["late_share"]
 
 
 def test_route_order_follows_stop_index_not_row_order():
