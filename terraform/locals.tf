@@ -47,14 +47,16 @@ locals {
   )
   server_ip = local.nodes["server"].ip
 
-  # The UIs: forwarded to 127.0.0.1 on the control plane (infra/port-forward.sh), reached by SSH tunnels.
+  # Exactly what infra/port-forward.sh forwards to 127.0.0.1 on the control
+  # plane, so one SSH tunnel reaches all of it (a test keeps the two equal).
   ui_ports = {
     kfp           = local.ports.kfp_ui
     mlflow        = local.ports.mlflow
     grafana       = local.ports.grafana
     prometheus    = local.ports.prometheus
+    minio_s3      = local.ports.s3
     minio_console = local.ports.s3_console
-    ray_dashboard = local.ports.ray_dashboard
+    model_server  = local.ports.model_server
   }
 
   # A known-hosts file per control-plane server: a floating IP that comes back

@@ -25,12 +25,12 @@ output "bootstrap_command" {
 }
 
 output "tunnel_command" {
-  description = "One SSH tunnel for every UI and the Kubernetes API (leave it running)."
+  description = "One SSH tunnel for every UI, the S3 API, the model server and the Kubernetes API (leave it running)."
   value       = "${local.ssh_base} -N ${join(" ", local.tunnel_args)} -L 6443:127.0.0.1:6443 ${local.ssh_target}"
 }
 
 output "tunnel_commands" {
-  description = "One SSH tunnel per UI."
+  description = "One SSH tunnel per forwarded service."
   value = {
     for name, port in local.ui_ports :
     name => "${local.ssh_base} -N -L ${port}:127.0.0.1:${port} ${local.ssh_target}"
@@ -38,7 +38,7 @@ output "tunnel_commands" {
 }
 
 output "ui_urls" {
-  description = "UI addresses on this machine while the tunnel runs."
+  description = "Addresses on this machine while the tunnel runs (the S3 API and the model server are APIs, not pages)."
   value       = { for name, port in local.ui_ports : name => "http://localhost:${port}" }
 }
 

@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -278,7 +279,7 @@ def test_expected_outputs(hcl):
     for name, body in outputs.items():
         assert str(body.get("description", "")).strip(), f"output {name} has no description"
     ui = _locals(hcl)["ui_ports"]
-    for key in ("kfp_ui", "mlflow", "grafana", "prometheus", "s3_console"):
+    for key in ("kfp_ui", "mlflow", "grafana", "prometheus", "s3_console", "model_server"):
         assert f"local.ports.{key}" in str(ui), f"no tunnel for {key}"
     assert "6443" in outputs["tunnel_command"]["value"], "the k8s API needs a tunnel for the kubeconfig"
     assert "k3s.yaml" in outputs["kubeconfig_command"]["value"]
@@ -390,6 +391,44 @@ def test_fixed_node_addresses_lie_outside_the_allocation_pool(hcl, cidr):
     for ip in fixed:
         assert ip in net and net.network_address < ip < net.broadcast_address, ip
         assert not start <= ip <= end, f"node address {ip} lies in the DHCP pool {start}-{end}"
+
+
+def _forwarded_ports() -> dict[str, int]:
+    """{platform port name: number} of every `forward` line in infra/port-forward.sh."""
+    script = (ROOT / "infra" / "port-forward.sh").read_text()
+    lines = re.findall(r"^forward\s+(.+?)\s*&?\s*$", script, re.MULTILINE)
+    assert len(lines) >= 5, "infra/port-forward.sh forwards nothing?"
+    forwarded = {}
+    for line in lines:
+        _namespace, _service, local_port, _remote = shlex.split(line)
+        m = re.fullmatch(r"\$\(platform ports\.(\w+)\)", local_port)
+        assert m, f"the local port of `forward {line}` must come from platform.yaml"
+        forwarded[m.group(1)] = PLATFORM["ports"][m.group(1)]
+    return forwarded
+
+
+def test_tunnels_carry_exactly_what_is_forwarded(hcl):
+    """The control plane forwards services to its 127.0.0.1; the tunnel must
+    carry each of them and nothing else."""
+    forwarded = _forwarded_ports()
+    ui = _locals(hcl)["ui_ports"]
+    names = {}
+    for key, value in ui.items():
+        m = re.fullmatch(r"\$\{local\.ports\.(\w+)\}", value)
+        assert m, f"ui_ports.{key} = {value!r} must be a platform port"
+        names[m.group(1)] = key
+    assert len(names) == len(ui), "a port is tunnelled twice"
+    assert set(names) == set(forwarded), (
+        f"tunnelled but not forwarded: {set(names) - set(forwarded)}; forwarded but not tunnelled: "
+        f"{set(forwarded) - set(names)}"
+    )
+    assert sorted(PLATFORM["ports"][n] for n in names) == sorted(forwarded.values())
+    # every tunnel output is built from ui_ports
+    assert "local.ui_ports" in _locals(hcl)["tunnel_args"]
+    outputs = _labelled(hcl, "output")
+    assert "local.tunnel_args" in outputs["tunnel_command"]["value"]
+    for name in ("tunnel_commands", "ui_urls"):
+        assert "local.ui_ports" in str(outputs[name]["value"]), name
 
 
 def test_ssh_commands_use_a_per_deployment_known_hosts_file(hcl):
