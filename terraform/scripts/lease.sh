@@ -201,7 +201,13 @@ cmd_show() {
   export OS_CLOUD OS_REGION_NAME
   need_cli
   info="$(describe "$name")"
-  [ -n "$info" ] || die "lease $name not found; recreate it with: terraform apply -replace='terraform_data.lease[\"cpu\"]' (or \"gpu\")"
+  if [ -z "$info" ]; then
+    # servicetime-<user>-<node key>, and user names may hold dashes too
+    local key=KEY
+    if [[ "$name" =~ -(server|agent-[0-9]+|gpu-[0-9]+)$ ]]; then key="${BASH_REMATCH[1]}"; fi
+    die "lease $name not found (ended or deleted?); recreate it and its node with:
+  terraform apply -replace='terraform_data.lease[\"$key\"]' -replace='openstack_compute_instance_v2.node[\"$key\"]'"
+  fi
   mkdir -p "$(dirname "$file")"
   printf '%s\n' "$info" >"$file"
   printf '%s\n' "$info"

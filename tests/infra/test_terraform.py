@@ -717,6 +717,16 @@ def test_lease_delete_fails_loudly_when_the_api_fails(fake_openstack):
     assert "already gone" not in result.stderr
 
 
+def test_lease_show_says_how_to_recreate_a_lost_lease(fake_openstack, tmp_path):
+    env, _ = fake_openstack
+    name = "servicetime-ab-12-agent-2"  # a user name with a dash
+    query = json.dumps({"name": name, "file": str(tmp_path / "gone.json"), "cloud": "openstack", "region": "KVM@TACC"})
+    result = _lease("show", env, stdin=query)
+    assert result.returncode != 0
+    assert """-replace='terraform_data.lease["agent-2"]'""" in result.stderr
+    assert """-replace='openstack_compute_instance_v2.node["agent-2"]'""" in result.stderr
+
+
 def test_lease_create_explains_a_refused_trust(fake_openstack, tmp_path):
     """A restricted application credential cannot create the trust Blazar needs:
     the script must say what to do, not just pass Keystone's 403 on."""
