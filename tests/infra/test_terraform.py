@@ -591,6 +591,31 @@ def test_shellcheck():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_scripts_are_executable_in_git():
+    """Terraform runs them with bash, but people run them by path too."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    listed = subprocess.run(
+        ["git", "ls-files", "-s", "terraform/scripts"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    modes = {line.split("\t")[1]: line.split()[0] for line in listed}
+    assert modes, "no scripts tracked under terraform/scripts"
+    for path, mode in modes.items():
+        assert mode == "100755", f"{path} is not executable in git ({mode})"
+
+
+def test_readme_names_only_real_outputs_and_variables(hcl):
+    readme = (TF_DIR / "README.md").read_text()
+    outputs = set(_labelled(hcl, "output"))
+    named = set(re.findall(r"terraform output (?:-raw |-json )?([a-z_]+)", readme))
+    named |= set(re.findall(r"-chdir=terraform output -raw ([a-z_]+)", readme))
+    assert {"tunnel_command", "bootstrap_command", "kubeconfig_command"} <= named
+    assert named <= outputs, f"README names outputs that do not exist: {named - outputs}"
+    variables = set(_labelled(hcl, "variable"))
+    for name in ("node_count", "server_flavor", "reservation_id", "lease_hours", "gpu_count"):
+        assert f"`{name}" in readme and name in variables, name
+
+
 FAKE_OPENSTACK = r'''#!/usr/bin/env python3
 """Just enough of `openstack` (with the Blazar plugin) for lease.sh."""
 import json, os, sys, uuid
