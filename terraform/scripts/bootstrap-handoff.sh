@@ -13,8 +13,11 @@
 # Output goes to /var/log/servicetime-bootstrap.log as well.
 set -euo pipefail
 
-LOG=/var/log/servicetime-bootstrap.log
-STATUS=/run/servicetime-bootstrap.status
+# SERVICETIME_ROOT moves every system path into a sandbox (the tests).
+ROOT="${SERVICETIME_ROOT:-}"
+LOG="$ROOT/var/log/servicetime-bootstrap.log"
+STATUS="$ROOT/run/servicetime-bootstrap.status"
+LOCK="$ROOT/run/servicetime-bootstrap.lock"
 UNIT=servicetime-bootstrap
 
 detach=false
@@ -22,7 +25,7 @@ if [ "${1:-}" = --detach ]; then
   detach=true
   shift
 fi
-ENV_FILE="${1:-/etc/servicetime/cluster.env}"
+ENV_FILE="${1:-$ROOT/etc/servicetime/cluster.env}"
 nodes_now="${SERVICETIME_EXPECTED_NODES:-}"
 # shellcheck source=/dev/null
 . "$ENV_FILE"
@@ -34,10 +37,14 @@ log() { echo "servicetime-bootstrap: $*"; }
 
 [ "$(id -u)" = 0 ] || { log "run me as root (sudo)"; exit 1; }
 
+# A bootstrap runs while the unit is active or someone holds the lock (the
+# first one runs under cloud-init, outside the unit).
+running() { systemctl is-active --quiet "$UNIT" || ! flock -n "$LOCK" true; }
+
 if $detach; then
   start=1
   if [ -f "$LOG" ]; then start=$(($(wc -l <"$LOG") + 1)); fi
-  if systemctl is-active --quiet "$UNIT"; then
+  if running; then
     log "a bootstrap is already running; following it"
   else
     rm -f "$STATUS"
@@ -47,7 +54,7 @@ if $detach; then
   touch "$LOG"
   tail -n "+$start" -F "$LOG" &
   follower=$!
-  while [ ! -s "$STATUS" ] && systemctl is-active --quiet "$UNIT"; do sleep 2; done
+  while running; do sleep 2; done
   sleep 1
   kill "$follower" 2>/dev/null || true
   rc="$(cat "$STATUS" 2>/dev/null || echo unknown)"
@@ -58,6 +65,10 @@ if $detach; then
   log "failed (status $rc); the whole log: sudo less $LOG"
   exit 1
 fi
+
+# One bootstrap at a time.
+exec 9>"$LOCK"
+flock -n 9 || { log "another bootstrap is running; not starting a second one"; exit 1; }
 
 # Everything below also lands in $LOG; the status file tells a --detach
 # follower how it ended (written after the log is complete).
@@ -73,13 +84,13 @@ finish() {
 trap finish EXIT
 log "started $(date -u '+%Y-%m-%d %H:%M:%S') UTC, expecting $EXPECTED_NODES node(s)"
 
-export KUBECONFIG=/etc/rancher/k3s/k3s.yaml
+export KUBECONFIG="$ROOT/etc/rancher/k3s/k3s.yaml"
 for _ in $(seq 1 60); do
   [ -s "$KUBECONFIG" ] && break
   sleep 5
 done
-install -d -m 0700 -o cc -g cc /home/cc/.kube
-install -m 0600 -o cc -g cc "$KUBECONFIG" /home/cc/.kube/config
+install -d -m 0700 -o cc -g cc "$ROOT/home/cc/.kube"
+install -m 0600 -o cc -g cc "$KUBECONFIG" "$ROOT/home/cc/.kube/config"
 
 ready_nodes() { kubectl get nodes --no-headers 2>/dev/null | awk '$2 == "Ready"' | wc -l; }
 deadline=$((SECONDS + 1800))
@@ -92,7 +103,7 @@ until [ "$(ready_nodes)" -ge "$EXPECTED_NODES" ]; do
 done
 kubectl get nodes -o wide || true
 
-repo_dir=/home/cc/servicetime
+repo_dir="$ROOT/home/cc/servicetime"
 if [ -d "$repo_dir/.git" ]; then
   sudo -u cc -H git -C "$repo_dir" pull --ff-only
 else
@@ -104,8 +115,9 @@ if [ -x infra/bootstrap.sh ]; then
   # The platform's facts (namespace, image, ports) come from this checkout's
   # components/platform.yaml, not from the user-data of the first boot.
   log "handing off to infra/bootstrap.sh"
-  sudo -u cc -H env KUBECONFIG=/home/cc/.kube/config \
-    SERVICETIME_SERVER_IP="$SERVER_IP" infra/bootstrap.sh
+  # (without the lock's descriptor: a process it leaves behind must not hold it)
+  sudo -u cc -H env KUBECONFIG="$ROOT/home/cc/.kube/config" \
+    SERVICETIME_SERVER_IP="$SERVER_IP" infra/bootstrap.sh 9>&-
 else
   log "no executable infra/bootstrap.sh in $REPO_URL@$REPO_REF; k3s is ready, the platform is not installed"
 fi

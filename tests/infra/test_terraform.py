@@ -914,6 +914,152 @@ def test_node_script_pins_address_and_mtu_without_dhcp(tmp_path):
     assert stat.S_IMODE(netplan_file.stat().st_mode) == 0o600
 
 
+# The bootstrap handoff in a sandbox (SERVICETIME_ROOT): systemd, kubectl, git
+# and sudo are stubs; systemd-run starts the unit as a background process.
+HANDOFF_STUBS = {
+    "id": "echo 0",
+    "install": 'echo "install $*" >>"$CALLS"',
+    "sleep": "/bin/sleep 0.05",
+    "kubectl": """
+        if [ "$1 $2" = "get nodes" ]; then
+          for i in $(seq 1 "${FAKE_READY:-0}"); do echo "node-$i Ready <none> 1m v1"; done
+        fi
+    """,
+    "sudo": """
+        [ "$1" = -u ] && shift 2
+        [ "$1" = -H ] && shift
+        exec "$@"
+    """,
+    "git": """
+        echo "git $*" >>"$CALLS"
+        if [ "$1" = clone ]; then
+          dir="${@: -1}"
+          mkdir -p "$dir/.git" "$dir/infra"
+          printf '#!/bin/sh\necho "platform bootstrap ran"\nexit ${FAKE_BOOTSTRAP_RC:-0}\n' >"$dir/infra/bootstrap.sh"
+          chmod +x "$dir/infra/bootstrap.sh"
+        fi
+    """,
+    "systemctl": """
+        [ "$1" = is-active ] && [ -e "$SERVICETIME_ROOT/unit-active" ]
+    """,
+    "systemd-run": """
+        echo "systemd-run $*" >>"$CALLS"
+        envs=()
+        while [ $# -gt 0 ]; do
+          case "$1" in
+          --setenv=*) envs+=("${1#--setenv=}") ;;
+          --*) ;;
+          *) break ;;
+          esac
+          shift
+        done
+        touch "$SERVICETIME_ROOT/unit-active"
+        ( env "${envs[@]}" "$@" >/dev/null 2>&1; rm -f "$SERVICETIME_ROOT/unit-active" ) &
+    """,
+}
+
+
+@pytest.fixture
+def handoff(tmp_path):
+    root = tmp_path / "root"
+    for d in ("bin", "var/log", "run", "etc/servicetime", "etc/rancher/k3s", "home/cc"):
+        (root / d).mkdir(parents=True)
+    for name, body in HANDOFF_STUBS.items():
+        stub = root / "bin" / name
+        stub.write_text("#!/bin/bash\n" + textwrap.dedent(body).strip() + "\n")
+        stub.chmod(0o755)
+    (root / "etc/rancher/k3s/k3s.yaml").write_text("apiVersion: v1\n")
+
+    def write_env(role: str) -> None:
+        rendered = yaml.safe_load(render(TEMPLATE.read_text(), _template_vars(role)))
+        (env_file,) = [f for f in rendered["write_files"] if f["path"] == "/etc/servicetime/cluster.env"]
+        (root / "etc/servicetime/cluster.env").write_text(env_file["content"])
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(TF_DIR / "scripts" / "bootstrap-handoff.sh"), *args],
+            env={
+                "PATH": f"{root / 'bin'}{os.pathsep}{os.environ['PATH']}",
+                "SERVICETIME_ROOT": str(root),
+                "CALLS": str(root / "calls.log"),
+                "FAKE_READY": "3",
+                **env,
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    write_env("server")
+    return root, run, write_env
+
+
+def test_handoff_first_run_clones_and_bootstraps(handoff):
+    root, run, _ = handoff
+    result = run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = (root / "calls.log").read_text()
+    vars_ = _template_vars("server")
+    assert f"git clone --branch {vars_['repo_ref']} {vars_['repo_url']}" in calls
+    log = (root / "var/log/servicetime-bootstrap.log").read_text()
+    assert "expecting 3 node(s)" in log and "platform bootstrap ran" in log
+    assert (root / "run/servicetime-bootstrap.status").read_text().strip() == "0"
+
+
+def test_handoff_does_nothing_on_agents(handoff):
+    root, run, write_env = handoff
+    write_env("agent")
+    result = run()
+    assert result.returncode == 0, result.stderr
+    assert not (root / "calls.log").exists() and not (root / "var/log/servicetime-bootstrap.log").exists()
+
+
+def test_bootstrap_rerun_is_detached_and_reports_its_end(handoff):
+    root, run, _ = handoff
+    assert run().returncode == 0
+    # a node was added since the first boot: the caller passes today's count
+    rerun = run("--detach", SERVICETIME_EXPECTED_NODES="4", FAKE_READY="4")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "expecting 4 node(s)" in rerun.stdout and "platform bootstrap ran" in rerun.stdout
+    assert "expecting 3 node(s)" not in rerun.stdout, "only this run's log is shown"
+    assert rerun.stdout.rstrip().endswith("servicetime-bootstrap: finished")
+    calls = (root / "calls.log").read_text()
+    assert "--unit=servicetime-bootstrap" in calls and "--setenv=SERVICETIME_EXPECTED_NODES=4" in calls
+    assert "pull --ff-only" in calls, "the re-run updates the checkout"
+
+    failed = run("--detach", FAKE_BOOTSTRAP_RC="3")
+    assert failed.returncode == 1
+    assert "failed (status 3)" in failed.stdout
+
+
+def test_bootstrap_rerun_follows_a_running_one(handoff):
+    root, run, _ = handoff
+    lock = root / "run/servicetime-bootstrap.lock"
+    holder = subprocess.Popen(["flock", str(lock), "sleep", "1.5"])  # cloud-init's first run
+    try:
+        for _ in range(100):
+            if subprocess.run(["flock", "-n", str(lock), "true"]).returncode != 0:
+                break
+        result = run("--detach")
+    finally:
+        holder.wait(timeout=10)
+    assert "already running; following it" in result.stdout
+    assert "systemd-run" not in ((root / "calls.log").read_text() if (root / "calls.log").exists() else "")
+    # it came back once the running one ended (which wrote no status here)
+    assert result.returncode == 1 and "status unknown" in result.stdout
+    # and a direct second run refuses to start next to a running one
+    holder = subprocess.Popen(["flock", str(lock), "sleep", "1"])
+    try:
+        for _ in range(100):
+            if subprocess.run(["flock", "-n", str(lock), "true"]).returncode != 0:
+                break
+        second = run()
+    finally:
+        holder.wait(timeout=10)
+    assert second.returncode == 1 and "not starting a second one" in second.stdout + second.stderr
+
+
 # --------------------------------------------------------------------------
 # formatting and ignored files
 # --------------------------------------------------------------------------
