@@ -73,6 +73,11 @@ class Namespaces(_Strict):
     kuberay: str
 
 
+class State(_Strict):
+    host_path: str
+    node_label: str
+
+
 class Platform(_Strict):
     image: Image
     ports: Ports
@@ -82,6 +87,7 @@ class Platform(_Strict):
     versions: Versions
     upstream: dict[str, Upstream]
     namespaces: Namespaces
+    state: State
 
 
 @lru_cache(maxsize=1)
