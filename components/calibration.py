@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from itertools import repeat
 
 import numpy as np
@@ -59,6 +60,26 @@ class Calibration:
         mean_s = np.asarray(mean_s, float)
         seg = _seg(segments, mean_s)
         return mean_s * self._per_stop(self.low_ratio, seg), mean_s * self._per_stop(self.high_ratio, seg)
+
+    @cached_property
+    def _table(self) -> tuple[dict[str, int], np.ndarray]:
+        """Segment -> row, and rows of (factor, low ratio, high ratio): built once, used per request."""
+        keys = sorted(set(self.factor) | set(self.low_ratio) | set(self.high_ratio))
+        rows = [[t.get(k, t[ALL]) for t in (self.factor, self.low_ratio, self.high_ratio)] for k in keys]
+        return {k: i for i, k in enumerate(keys)}, np.array(rows, dtype=float)
+
+    def apply(self, raw_s: np.ndarray, segments=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean, low, high) from the network's raw seconds, with one segment lookup per stop."""
+        raw_s = np.asarray(raw_s, float)
+        seg = _seg(segments, raw_s)
+        if len(self.factor) == len(self.low_ratio) == len(self.high_ratio) == 1:
+            mean = raw_s * self.factor[ALL]
+            return mean, mean * self.low_ratio[ALL], mean * self.high_ratio[ALL]
+        code, table = self._table
+        codes = np.fromiter(map(code.get, seg, repeat(code[ALL])), dtype=np.int64, count=len(seg))
+        ratios = table[codes]
+        mean = raw_s * ratios[:, 0]
+        return mean, mean * ratios[:, 1], mean * ratios[:, 2]
 
     def to_dict(self) -> dict:
         return asdict(self)

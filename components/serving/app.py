@@ -153,8 +153,8 @@ class ServerState:
         reason = mx.FALLBACK_NO_MODEL
         if model is not None:
             try:
-                seconds = np.asarray(model.scorer(cols), dtype=float)
-                if seconds.shape != (n,):
+                seconds, low, high = (np.asarray(a, dtype=float) for a in model.scorer.predict_interval(cols))
+                if seconds.shape != (n,) or low.shape != (n,) or high.shape != (n,):
                     raise ValueError(f"model returned shape {seconds.shape} for {n} stops")
             except Exception:
                 seconds, reason = None, mx.FALLBACK_MODEL_ERROR
@@ -164,8 +164,7 @@ class ServerState:
             from_model = np.zeros(n, dtype=bool)
             m.fallback_by_reason[reason].inc(n)
         else:
-            from_model = np.isfinite(seconds)
-            low, high = model.predictor.calibration.interval(seconds, model.predictor.calibration.segments_of(cols))
+            from_model = np.isfinite(seconds) & np.isfinite(low) & np.isfinite(high)
             bad = int(n - from_model.sum())
             if bad:
                 rows = np.flatnonzero(~from_model)
@@ -203,9 +202,11 @@ class ServerState:
 def render_predictions(seconds: np.ndarray, from_model: np.ndarray, version: str | None,
                        low: np.ndarray, high: np.ndarray) -> bytes:
     sources = np.where(from_model, '"model"', '"fallback"').tolist()
-    # Rounded apart, so clamp: low <= service_time_s <= high must hold in the JSON too.
+    # The interval to 0.1 s (plenty for a window, and shorter to write), rounded outwards and
+    # clamped, so that low <= service_time_s <= high holds in the JSON too.
     mid = np.round(seconds, 3)
-    lo, hi = np.minimum(np.round(low, 3), mid).tolist(), np.maximum(np.round(high, 3), mid).tolist()
+    lo = np.minimum(np.floor(np.asarray(low) * 10) / 10, mid).tolist()
+    hi = np.maximum(np.ceil(np.asarray(high) * 10) / 10, mid).tolist()
     items = ",".join(f'{{"service_time_s":{v!r},"low_s":{a!r},"high_s":{b!r},"source":{s}}}'
                      for v, a, b, s in zip(mid.tolist(), lo, hi, sources, strict=True))
     return f'{{"predictions":[{items}],"model_version":{json.dumps(version)}}}'.encode()

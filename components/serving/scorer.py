@@ -259,18 +259,37 @@ def functional_forward(model: torch.nn.Module) -> Callable[[torch.Tensor, torch.
         else:
             raise NotCompilable(f"layer without a compiled form: {type(module).__name__}")
     head_w, head_b = head.weight, head.bias
+    if slope is not None and layers and layers[0][0] == "linear":
+        # The first layer reads every numeric input, with zero weights on the monotone ones:
+        # the same sums without selecting the other columns on every request.
+        w, b = (t.detach() for t in layers[0][1])
+        width = w.shape[1] - len(rest) + nums_width(model)
+        wide = torch.zeros(w.shape[0], width, dtype=w.dtype)
+        n_emb = w.shape[1] - len(rest)
+        wide[:, :n_emb] = w[:, :n_emb]
+        wide[:, n_emb + rest] = w[:, n_emb:]
+        layers[0] = ("linear", (wide, b))
+        rest = None
+    if slope is not None:  # one matrix product for the head and the slopes
+        head_w = torch.cat([head.weight, slope.weight]).detach()
+        head_b = torch.cat([head.bias, slope.bias]).detach()
 
     def forward(cats: torch.Tensor, nums: torch.Tensor) -> torch.Tensor:
         inputs = nums if rest is None else nums.index_select(1, rest)
         x = torch.cat([F.embedding(cats[:, j], w) for j, w in enumerate(tables)] + [inputs], dim=1)
         for kind, params in layers:
             x = F.linear(x, *params) if kind == "linear" else F.relu(x)
-        out = F.linear(x, head_w, head_b).squeeze(1)
-        if slope is not None:
-            out = out + (F.softplus(F.linear(x, slope.weight, slope.bias)) * nums.index_select(1, monotone)).sum(1)
-        return out
+        y = F.linear(x, head_w, head_b)
+        if slope is None:
+            return y.squeeze(1)
+        return y[:, 0] + (F.softplus(y[:, 1:]) * nums.index_select(1, monotone)).sum(1)
 
     return forward
+
+
+def nums_width(model: torch.nn.Module) -> int:
+    """How many numeric inputs the network takes (the monotone ones included)."""
+    return len(model.rest_index) + len(model.monotone_index)
 
 
 def seconds_from(net: Callable, cats: np.ndarray, nums: np.ndarray) -> np.ndarray:
@@ -331,6 +350,13 @@ class Scorer:
 
     def interval(self, cols: dict[str, Any], mean_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return intervals(self.predictor, mean_s, cols)
+
+    def predict_interval(self, cols: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean, low, high) in seconds: what the server answers."""
+        if self.transform is None:
+            return self.predictor.predict_interval(columns_to_frame(cols))
+        cal = self.predictor.calibration
+        return cal.apply(seconds_from(self.net, *self.transform(cols)), cal.segments_of(cols))
 
 
 def verify(predictor: Predictor, compiled: CompiledTransform, cols: dict[str, Any] | None = None) -> str | None:

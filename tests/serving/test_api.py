@@ -84,7 +84,7 @@ def test_render_predictions_is_json():
 
     body = json.loads(render_predictions(np.array([301.23456, 420.0]), np.array([True, False]), "3",
                                          np.array([200.0, 301.0]), np.array([400.04449, 520.0])))
-    assert body == {"predictions": [{"service_time_s": 301.235, "low_s": 200.0, "high_s": 400.044, "source": "model"},
+    assert body == {"predictions": [{"service_time_s": 301.235, "low_s": 200.0, "high_s": 400.1, "source": "model"},
                                     {"service_time_s": 420.0, "low_s": 301.0, "high_s": 520.0, "source": "fallback"}],
                     "model_version": "3"}
     one = json.loads(render_predictions(np.array([1.0]), np.array([False]), None, np.array([0.5]), np.array([2.0])))

@@ -62,8 +62,8 @@ def test_single_and_batch_predictions_match_the_bundle(client, trained):
     want, low, high = predictor.predict_interval(trained.test[list(FIELD_NAMES)].iloc[5 : 5 + MAX_BATCH])
     np.testing.assert_allclose(got, want, atol=1e-3)
     assert {p["source"] for p in batch.json()["predictions"]} == {"model"}
-    np.testing.assert_allclose([p["low_s"] for p in batch.json()["predictions"]], low, atol=1e-3)
-    np.testing.assert_allclose([p["high_s"] for p in batch.json()["predictions"]], high, atol=1e-3)
+    np.testing.assert_allclose([p["low_s"] for p in batch.json()["predictions"]], low, atol=0.1)  # to 0.1 s
+    np.testing.assert_allclose([p["high_s"] for p in batch.json()["predictions"]], high, atol=0.1)
     assert all(p["low_s"] <= p["service_time_s"] <= p["high_s"] for p in batch.json()["predictions"] + body["predictions"])
     assert (high - low).min() > 0  # calibrated on the validation weeks, not a zero-width placeholder
 
@@ -174,13 +174,21 @@ def test_fallback_when_the_model_cannot_load(serve_app, trained, tmp_path):
 
     want, low, high = BusinessLogicModel().predict_interval(trained.test.iloc[:3])
     np.testing.assert_allclose([p["service_time_s"] for p in body["predictions"]], want)
-    np.testing.assert_allclose([p["low_s"] for p in body["predictions"]], low)
-    np.testing.assert_allclose([p["high_s"] for p in body["predictions"]], high)
+    np.testing.assert_allclose([p["low_s"] for p in body["predictions"]], low, atol=0.1)
+    np.testing.assert_allclose([p["high_s"] for p in body["predictions"]], high, atol=0.1)
     text = httpx.get(f"{server.url}/metrics").text
     assert metric_value(text, f"{m.FALLBACKS}_total", reason="no_model") == 3
     assert metric_value(text, f"{m.PREDICTIONS}_total", source="fallback") == 3
     assert metric_value(text, m.MODEL_LOADED) == 0
     assert metric_value(text, f"{m.MODEL_RELOADS}_total", result="error") >= 1
+
+
+class NonFinite:
+    """A scorer whose network went wrong on two of three stops."""
+
+    def predict_interval(self, cols):
+        mean = np.array([np.nan, 321.0, np.inf])
+        return mean, mean * 0.5, mean * 2
 
 
 def test_scoring_errors_and_non_finite_outputs_fall_back(serve_app, trained):
@@ -196,7 +204,7 @@ def test_scoring_errors_and_non_finite_outputs_fall_back(serve_app, trained):
         model.scorer = broken
         r = httpx.post(f"{server.url}/predict", json={"stops": trained.stops(2)})
         assert r.status_code == 200 and {p["source"] for p in r.json()["predictions"]} == {"fallback"}
-        model.scorer = lambda cols: np.array([np.nan, 321.0, np.inf])
+        model.scorer = NonFinite()
         r = httpx.post(f"{server.url}/predict", json={"stops": trained.stops(3)})
         assert [p["source"] for p in r.json()["predictions"]] == ["fallback", "model", "fallback"]
         assert r.json()["predictions"][1]["service_time_s"] == 321.0
