@@ -160,9 +160,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from pipelines.submit import submit
+    from pipelines.submit import submit, upload
 
     cfg = _config(args)
+    if args.upload:  # the pipeline waits in the dashboard; a run starts only with --cron
+        print(json.dumps(upload(cfg, args.host, version=args.version, experiment=args.experiment,
+                                recurring_cron=args.cron, namespace=args.namespace), indent=2))
+        return 0
     print(json.dumps(submit(cfg, args.host, recurring_cron=args.cron, experiment=args.experiment,
                             data_root=args.data_root, namespace=args.namespace), indent=2))
     return 0
@@ -277,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--experiment", default="servicetime")
     s.add_argument("--data-root", help="dataset root on the cluster (default: s3://<data bucket>)")
     s.add_argument("--namespace", default=None, help="KFP namespace (multi-user installs only)")
+    s.add_argument("--upload", action="store_true",
+                   help="upload the pipeline as 'servicetime' (a version per commit) instead of starting a run; "
+                        "with --cron, also a recurring run of that version")
+    s.add_argument("--version", help="pipeline version name for --upload (default: the git commit)")
     s.set_defaults(func=cmd_submit)
     t = sub.add_parser("train", help="train from prepared features (the RayJob entry point)")
     t.add_argument("--features", required=True)

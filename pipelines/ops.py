@@ -19,8 +19,11 @@ component = dsl.component(base_image=IMAGE, install_kfp_package=False)
 
 
 @component
-def ingest_op(config_json: str, data_root: str, last_weeks: int, simulate_if_empty: bool, run_uri: str,
+def ingest_op(config_json: str, data_root: str, last_weeks: int, simulate_if_empty: bool, run_uri: str, job_id: str,
               dataset: Output[Dataset]) -> str:
+    from pipelines.run_uri import resolve
+
+    run_uri = resolve(run_uri, job_id)
     from components.config import config_with
     from components.steps.ingest import ingest
 
@@ -31,8 +34,11 @@ def ingest_op(config_json: str, data_root: str, last_weeks: int, simulate_if_emp
 
 
 @component
-def validate_op(config_json: str, data_root: str, data_version: str, fail_on_rejected: bool, run_uri: str,
+def validate_op(config_json: str, data_root: str, data_version: str, fail_on_rejected: bool, run_uri: str, job_id: str,
                 clean: Output[Dataset], report: Output[Markdown]) -> str:
+    from pipelines.run_uri import resolve
+
+    run_uri = resolve(run_uri, job_id)
     from components.config import config_with
     from components.steps.validate import validate_dataset
 
@@ -43,7 +49,10 @@ def validate_op(config_json: str, data_root: str, data_version: str, fail_on_rej
 
 
 @component
-def features_op(config_json: str, run_uri: str, clean: Input[Dataset], features: Output[Dataset]):
+def features_op(config_json: str, run_uri: str, job_id: str, clean: Input[Dataset], features: Output[Dataset]):
+    from pipelines.run_uri import resolve
+
+    run_uri = resolve(run_uri, job_id)
     from pathlib import Path
 
     from components.config import config_with
@@ -54,8 +63,11 @@ def features_op(config_json: str, run_uri: str, clean: Input[Dataset], features:
 
 
 @component
-def train_op(config_json: str, num_workers: int, epochs: int, data_version: str, run_uri: str,
+def train_op(config_json: str, num_workers: int, epochs: int, data_version: str, run_uri: str, job_id: str,
              features: Input[Dataset], model: Output[Model], metrics: Output[Metrics]) -> NamedTuple("TrainOutputs", [("run_id", str), ("model_version", str)]):
+    from pipelines.run_uri import resolve
+
+    run_uri = resolve(run_uri, job_id)
     from components.config import config_with
     from components.steps.train import train_step
 
@@ -70,9 +82,12 @@ def train_op(config_json: str, num_workers: int, epochs: int, data_version: str,
 
 
 @component
-def evaluate_op(config_json: str, min_improvement: float, max_slice_regression: float, run_id: str, run_uri: str,
+def evaluate_op(config_json: str, min_improvement: float, max_slice_regression: float, run_id: str, run_uri: str, job_id: str,
                 features: Input[Dataset], model: Input[Model], report: Output[Markdown], evaluation: Output[Artifact],
                 metrics: Output[Metrics]) -> bool:
+    from pipelines.run_uri import resolve
+
+    run_uri = resolve(run_uri, job_id)
     # One plain output (blessed) keeps dsl.If resolvable by the local runner as well as on the cluster.
     from pathlib import Path
 
@@ -92,7 +107,10 @@ def evaluate_op(config_json: str, min_improvement: float, max_slice_regression: 
 
 
 @component
-def register_op(config_json: str, model_version: str, run_uri: str) -> str:
+def register_op(config_json: str, model_version: str, run_uri: str, job_id: str) -> str:
+    from pipelines.run_uri import resolve
+
+    run_uri = resolve(run_uri, job_id)
     from components.config import config_with
     from components.steps.register import promote_step
 
@@ -100,7 +118,10 @@ def register_op(config_json: str, model_version: str, run_uri: str) -> str:
 
 
 @component
-def deploy_op(config_json: str, run_uri: str, features: Input[Dataset], metrics: Input[Metrics]) -> str:
+def deploy_op(config_json: str, run_uri: str, job_id: str, features: Input[Dataset], metrics: Input[Metrics]) -> str:
+    from pipelines.run_uri import resolve
+
+    run_uri = resolve(run_uri, job_id)
     from components.config import config_with
     from components.steps.deploy import deploy_step
 
@@ -109,7 +130,10 @@ def deploy_op(config_json: str, run_uri: str, features: Input[Dataset], metrics:
 
 
 @component
-def summary_op(run_uri: str, status: dsl.PipelineTaskFinalStatus) -> str:
+def summary_op(run_uri: str, job_id: str, status: dsl.PipelineTaskFinalStatus) -> str:
+    from pipelines.run_uri import resolve
+
+    run_uri = resolve(run_uri, job_id)
     import json
 
     from components.steps.summary import summarize

@@ -7,17 +7,29 @@ every task, which is how the cluster build adds its environment and Secrets.
 """
 
 
+import inspect
 from typing import Callable
 
 from kfp import dsl
 
 from pipelines import ops
 
+JOB_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER  # names the run's folder when run_uri is one (pipelines/run_uri.py)
 NETWORK_RETRY = {"num_retries": 2, "backoff_duration": "5s", "backoff_factor": 2.0}
 TaskHook = Callable[[dsl.PipelineTask], None]
 
 
-def make_pipeline(hook: TaskHook | None = None, name: str = "servicetime"):
+def with_defaults(fn: Callable, defaults: dict) -> Callable:
+    """``fn`` with other parameter defaults: what a dashboard user sees pre-filled on *Create run*."""
+    params = list(inspect.signature(fn).parameters.values())
+    unknown = set(defaults) - {p.name for p in params}
+    if unknown:
+        raise ValueError(f"no pipeline parameter {sorted(unknown)}")
+    fn.__defaults__ = tuple(defaults.get(p.name, p.default) for p in params)
+    return fn
+
+
+def make_pipeline(hook: TaskHook | None = None, name: str = "servicetime", defaults: dict | None = None):
     def task(t: dsl.PipelineTask, retry: bool = False) -> dsl.PipelineTask:
         t.set_caching_options(False)
         if retry:
@@ -26,10 +38,9 @@ def make_pipeline(hook: TaskHook | None = None, name: str = "servicetime"):
             hook(t)
         return t
 
-    @dsl.pipeline(name=name, description="Delivery service-time model: data to deployed champion")
     def servicetime_pipeline(
-        data_root: str,
-        run_uri: str,
+        data_root: str = "",
+        run_uri: str = "",
         config_json: str = "",
         last_weeks: int = 0,
         num_workers: int = 2,
@@ -39,27 +50,28 @@ def make_pipeline(hook: TaskHook | None = None, name: str = "servicetime"):
         fail_on_rejected: bool = True,
         simulate_if_empty: bool = True,
     ):
-        exit_task = task(ops.summary_op(run_uri=run_uri))
+        exit_task = task(ops.summary_op(run_uri=run_uri, job_id=JOB_ID))
         with dsl.ExitHandler(exit_task, name="record-outcome"):
             ingest = task(ops.ingest_op(config_json=config_json, data_root=data_root, last_weeks=last_weeks,
-                                        simulate_if_empty=simulate_if_empty, run_uri=run_uri), retry=True)
+                                        simulate_if_empty=simulate_if_empty, run_uri=run_uri, job_id=JOB_ID), retry=True)
             validate = task(ops.validate_op(config_json=config_json, data_root=data_root, data_version=ingest.outputs["Output"],
-                                            fail_on_rejected=fail_on_rejected, run_uri=run_uri))
-            features = task(ops.features_op(config_json=config_json, run_uri=run_uri, clean=validate.outputs["clean"]))
+                                            fail_on_rejected=fail_on_rejected, run_uri=run_uri, job_id=JOB_ID))
+            features = task(ops.features_op(config_json=config_json, run_uri=run_uri, job_id=JOB_ID, clean=validate.outputs["clean"]))
             train = task(ops.train_op(config_json=config_json, num_workers=num_workers, epochs=epochs,
-                                      data_version=validate.outputs["Output"], run_uri=run_uri,
+                                      data_version=validate.outputs["Output"], run_uri=run_uri, job_id=JOB_ID,
                                       features=features.outputs["features"]), retry=True)
             evaluate = task(ops.evaluate_op(config_json=config_json, min_improvement=min_improvement,
                                             max_slice_regression=max_slice_regression, run_id=train.outputs["run_id"],
-                                            run_uri=run_uri, features=features.outputs["features"],
+                                            run_uri=run_uri, job_id=JOB_ID, features=features.outputs["features"],
                                             model=train.outputs["model"]), retry=True)
             with dsl.If(evaluate.outputs["Output"] == True, name="blessed"):  # noqa: E712 (KFP condition syntax)
                 register = task(ops.register_op(config_json=config_json, model_version=train.outputs["model_version"],
-                                                run_uri=run_uri), retry=True)
-                task(ops.deploy_op(config_json=config_json, run_uri=run_uri, features=features.outputs["features"],
+                                                run_uri=run_uri, job_id=JOB_ID), retry=True)
+                task(ops.deploy_op(config_json=config_json, run_uri=run_uri, job_id=JOB_ID, features=features.outputs["features"],
                                    metrics=evaluate.outputs["metrics"]), retry=True).after(register)
 
-    return servicetime_pipeline
+    described = dsl.pipeline(name=name, description="Delivery service-time model: data to deployed champion")
+    return described(with_defaults(servicetime_pipeline, defaults or {}))
 
 
 servicetime_pipeline = make_pipeline()

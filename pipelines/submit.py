@@ -11,6 +11,9 @@ from components.platform import platform
 
 from components.cluster.podspec import S3_SECRET  # created by infra/bootstrap.sh in the KFP namespace too
 
+CLUSTER_PIPELINE = "servicetime-cluster"  # the compiled pipeline's own name
+UPLOAD_NAME = "servicetime"  # the pipeline as the dashboard lists it
+PIPELINE_DESCRIPTION = "Delivery service-time model: data to deployed champion, on this cluster"
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 
 
@@ -77,8 +80,23 @@ def submit(cfg: Config, host: str, recurring_cron: str | None = None, experiment
     return {"run_id": run.run_id, "url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}", "run_uri": arguments["run_uri"]}
 
 
+def cluster_defaults(cfg: Config) -> dict:
+    """What *Create run* in the dashboard starts with: the cluster's data, a run folder per job, this config."""
+    p = platform()
+    return {
+        "data_root": f"s3://{p.buckets.data}",
+        "run_uri": f"s3://{p.buckets.artifacts}/runs/",  # a folder: each run gets <job id> under it
+        "config_json": cfg.model_dump_json(),
+        "num_workers": cfg.train.num_workers,
+        "epochs": cfg.train.epochs,
+        "min_improvement": cfg.eval.min_improvement_vs_baseline,
+        "max_slice_regression": cfg.eval.max_slice_regression,
+    }
+
+
 def compile_cluster_pipeline(out: Path, cfg: Config) -> Path:
-    """Compile with the cluster's environment on every task: endpoints as values, credentials from a Secret."""
+    """Compile with the cluster's environment on every task (endpoints as values, credentials
+    from a Secret) and the cluster's defaults, so the dashboard's defaults make a real run."""
     from kfp import compiler, dsl, kubernetes
 
     from pipelines.pipeline import make_pipeline
@@ -90,5 +108,56 @@ def compile_cluster_pipeline(out: Path, cfg: Config) -> Path:
             task.set_env_variable(key, value)
         kubernetes.use_secret_as_env(task, secret_name=S3_SECRET, secret_key_to_env=S3_SECRET_KEYS)
 
-    compiler.Compiler().compile(make_pipeline(configure, name="servicetime-cluster"), str(out))
+    pipeline = make_pipeline(configure, name=CLUSTER_PIPELINE, defaults=cluster_defaults(cfg))
+    compiler.Compiler().compile(pipeline, str(out))
+    return out
+
+
+def git_version(repo: Path | None = None) -> str:
+    """The pipeline version's name: the checkout's commit (with -dirty for local changes)."""
+    import subprocess
+
+    repo = repo or Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return f"unversioned-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def upload(cfg: Config, host: str, version: str | None = None, experiment: str = "servicetime",
+           recurring_cron: str | None = None, namespace: str | None = None, client=None) -> dict:
+    """Put the pipeline in the KFP dashboard: pipeline ``servicetime``, a version named by the commit,
+    an experiment, and (when asked) a recurring run of that version. Safe to repeat."""
+    import tempfile
+
+    import kfp
+
+    ccfg = cluster_config(cfg)
+    version = version or git_version()
+    client = client or kfp.Client(host=host, namespace=namespace)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = str(compile_cluster_pipeline(Path(tmp) / "servicetime.yaml", ccfg))
+        pipeline_id = client.get_pipeline_id(UPLOAD_NAME)
+        if pipeline_id is None:
+            pipeline_id = client.upload_pipeline(package, pipeline_name=UPLOAD_NAME,
+                                                 description=PIPELINE_DESCRIPTION).pipeline_id
+        versions = client.list_pipeline_versions(pipeline_id, page_size=200).pipeline_versions or []
+        found = next((v for v in versions if v.display_name == version), None)
+        created = found is None
+        if created:
+            found = client.upload_pipeline_version(package, pipeline_version_name=version, pipeline_id=pipeline_id,
+                                                   description=f"{PIPELINE_DESCRIPTION} (commit {version})")
+    exp = client.create_experiment(experiment, namespace=namespace)  # returns the existing one by name
+    out = {"pipeline_id": pipeline_id, "version_id": found.pipeline_version_id, "version": version,
+           "uploaded": created, "experiment_id": exp.experiment_id}
+    if recurring_cron:
+        job = client.create_recurring_run(experiment_id=exp.experiment_id, job_name=f"{UPLOAD_NAME}-weekly",
+                                          cron_expression=recurring_cron, pipeline_id=pipeline_id,
+                                          version_id=found.pipeline_version_id, enable_caching=False,
+                                          max_concurrency=1, no_catchup=True)
+        out["recurring_run_id"] = job.recurring_run_id
     return out
