@@ -60,6 +60,7 @@ class Versions(_Strict):
     grafana: str
     registry: str
     buildkit: str
+    busybox: str
 
 
 class Upstream(_Strict):

@@ -22,6 +22,9 @@ VENV="${VENV:-$HOME/.cache/servicetime/bootstrap-venv}"
 PYTHON="${PYTHON:-python3}"
 NODE_LOCAL="${NODE_LOCAL:-1}"       # 0: not on the control plane (k3d, a laptop): no hosts, mirror, systemd
 BUILD_IMAGE="${BUILD_IMAGE:-1}"     # 0: the image is already in the registry (or imported into k3d)
+PREBUILT_IMAGE="${PREBUILT_IMAGE:-}" # a published image to copy into the registry instead of building
+KFP_HOST="${KFP_HOST:-}"            # the KFP API for the upload (default: the port-forward on this node)
+RECURRING_CRON="${RECURRING_CRON:-}" # e.g. "0 0 6 * * 1": also a weekly run of the uploaded version (off by default)
 APT_LOCK_TIMEOUT=600                # first boot: cloud-init and unattended-upgrades hold the dpkg lock
 SLOW=()                             # components that did not become ready in time
 WORK="$(mktemp -d)"
@@ -51,6 +54,7 @@ KFP_VERSION="$(platform versions.kfp)"
 REGISTRY_HOST="$(platform image.repository)"
 REGISTRY_HOST="${REGISTRY_HOST%%/*}"         # host:port of the registry
 REGISTRY_NS="$NS-registry"                   # components/cluster/render.py: registry_namespace()
+STATE_DIR="$(platform state.host_path)"      # platform state; a kept volume when Terraform attaches one
 # The control plane's private address (passed by the cloud-init handoff).
 SERVER_IP="${SERVICETIME_SERVER_IP:-$(hostname -I | awk '{print $1}')}"
 
@@ -139,13 +143,31 @@ ensure_namespace() {
 rand() { openssl rand -hex "$1"; }
 
 # ensure_secret NAMESPACE NAME KEY=VALUE...: created once, never overwritten.
+# Credentials are kept beside the data they open (Postgres and MinIO are
+# initialised with them): under the state folder, root-only, so a new cluster
+# on the same kept volume gets the same ones back.
+CREDENTIALS_DIR="${CREDENTIALS_DIR:-$STATE_DIR/credentials}"
+
+# ensure_secret NAMESPACE NAME KEY=VALUE...: created once, never overwritten;
+# restored from the kept copy when there is one, kept when made here.
 ensure_secret() {
   local ns="$1" name="$2"
   shift 2
   kc -n "$ns" get secret "$name" >/dev/null 2>&1 && return 0
+  local kept="$CREDENTIALS_DIR/$ns.$name.env"
+  if [[ "$NODE_LOCAL" == 1 ]] && $SUDO test -s "$kept"; then
+    $SUDO cat "$kept" | kc -n "$ns" create secret generic "$name" --from-env-file=/dev/stdin >/dev/null
+    echo "restored secret $ns/$name from $kept"
+    return 0
+  fi
   local args=()
   for pair in "$@"; do args+=("--from-literal=$pair"); done
   kc -n "$ns" create secret generic "$name" "${args[@]}" >/dev/null
+  if [[ "$NODE_LOCAL" == 1 ]]; then
+    $SUDO install -d -m 0700 "$CREDENTIALS_DIR"
+    printf '%s\n' "$@" | $SUDO tee "$kept" >/dev/null
+    $SUDO chmod 0600 "$kept"
+  fi
   echo "created secret $ns/$name"
 }
 
@@ -154,7 +176,7 @@ secret_value() {
 }
 
 create_secrets() {
-  log "secrets (generated here, stored only in the cluster)"
+  log "secrets (generated once; kept root-only in $CREDENTIALS_DIR with the data they open)"
   ensure_namespace "$NS"
   local s3_key s3_secret
   s3_key="st$(rand 8)"
@@ -186,10 +208,17 @@ apply_install() {
   log "rendering the install (overlay $OVERLAY) from $UPSTREAM"
   (cd "$REPO_ROOT" && "$VENV/bin/python" -m components.cluster.install --upstream "$UPSTREAM" \
     --overlay "$OVERLAY" --no-samples --out "$WORK/install.yaml" --crds-out "$WORK/crds.yaml")
-  log "applying Namespaces and CRDs"
+  log "applying Namespaces, CRDs and the state folders' Job"
+  # A Job's template is immutable; making the folders is idempotent, so run it anew.
+  kc -n "$REGISTRY_NS" delete job state-folders --ignore-not-found >/dev/null 2>&1 || true
   # Server-side: the CRDs are too large for the last-applied annotation.
   kc apply --server-side --force-conflicts -f "$WORK/crds.yaml" >/dev/null
   kc wait --for condition=established --timeout=180s crd --all >/dev/null
+  if ! kc -n "$REGISTRY_NS" wait --for=condition=complete job/state-folders --timeout=300s >/dev/null 2>&1; then
+    echo "WARNING: the state folders are not made yet (kubectl -n $REGISTRY_NS logs job/state-folders);" \
+      "stateful pods wait for them" >&2
+    SLOW+=("$REGISTRY_NS/job/state-folders")
+  fi
   copy_s3_secret_to_kfp
   # A Job's template is immutable; the setup Job is idempotent, so run it anew.
   kc -n "$NS" delete job minio-setup --ignore-not-found >/dev/null
@@ -220,7 +249,23 @@ wait_for_platform() {
   wait_ready "$KUBERAY_NS" deployment/kuberay-operator 600s
 }
 
+# PREBUILT_IMAGE=<ref>: copy a published image into the registry under the
+# platform tag instead of building (minutes instead of a quarter hour).
+copy_prebuilt_image() {
+  local ref
+  ref="$(platform image.repository):$(platform image.tag)"
+  log "image: $PREBUILT_IMAGE -> $ref (prebuilt, not built here)"
+  $SUDO k3s ctr images pull "$PREBUILT_IMAGE" >/dev/null
+  $SUDO k3s ctr images tag --force "$PREBUILT_IMAGE" "$ref" >/dev/null
+  $SUDO k3s ctr images push --plain-http "$ref" >/dev/null
+  kc -n "$NS" rollout restart deployment/mlflow deployment/model-server >/dev/null
+}
+
 build_image() {
+  if [[ -n "$PREBUILT_IMAGE" ]]; then
+    copy_prebuilt_image
+    return 0
+  fi
   if [[ "$BUILD_IMAGE" != 1 ]]; then
     log "image: not built here (BUILD_IMAGE=$BUILD_IMAGE)"
     return 0
@@ -285,6 +330,26 @@ Credentials are Kubernetes Secrets in namespace $NS (nothing is written to disk)
 EOF
 }
 
+# The pipeline waits in the dashboard: uploaded as `servicetime`, a version per
+# commit, with an experiment (components.cli submit --upload, from this venv).
+upload_pipeline() {
+  log "uploading the pipeline to KFP"
+  local constraints=() host="${KFP_HOST:-http://127.0.0.1:$(platform ports.kfp_ui)}"
+  [[ -f "$REPO_ROOT/requirements.lock" ]] && constraints=(-c "$REPO_ROOT/requirements.lock")
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${constraints[@]}" \
+    'kfp==2.17.*' 'kfp-kubernetes==2.17.*'
+  local cron=()
+  [[ -n "$RECURRING_CRON" ]] && cron=(--cron "$RECURRING_CRON")
+  for _ in $(seq 1 30); do  # the port-forward follows the UI pod; give it a moment
+    if (cd "$REPO_ROOT" && "$VENV/bin/python" -m components.cli submit --upload --host "$host" "${cron[@]}"); then
+      return 0
+    fi
+    sleep 10
+  done
+  echo "WARNING: could not upload the pipeline to $host; run infra/bootstrap.sh again later" >&2
+  SLOW+=("pipeline upload")
+}
+
 report() {
   if (( ${#SLOW[@]} )); then
     printf '\n==> not ready yet: %s\n' "${SLOW[*]}" >&2
@@ -306,6 +371,7 @@ main() {
   build_image
   wait_for_platform
   wait_for_kfp
+  upload_pipeline
   print_access
   report
 }

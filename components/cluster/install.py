@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from components.cluster import podspec, render, upstream
+from components.cluster import podspec, render, state, upstream
 from components.cluster.kfp_patches import kfp_patches, kfp_resources
 from components.platform import platform
 
@@ -129,9 +129,15 @@ def samples() -> list[dict]:
     return objects
 
 
+def is_first(obj: dict) -> bool:
+    """Applied in the first pass: Namespaces, CRDs, and what must finish before the rest starts."""
+    annotations = obj.get("metadata", {}).get("annotations") or {}
+    return obj["kind"] in FIRST or annotations.get(state.PHASE_ANNOTATION) == "first"
+
+
 def order(objects: list[dict]) -> list[dict]:
     rank = {kind: i for i, kind in enumerate(FIRST)}
-    return sorted(objects, key=lambda o: rank.get(o["kind"], len(FIRST)))
+    return sorted(objects, key=lambda o: rank.get(o["kind"], len(FIRST) + (0 if is_first(o) else 1)))
 
 
 def render_install(root: Path | None = None, overlay: str | Path = render.DEFAULT_OVERLAY,
@@ -149,7 +155,7 @@ def render_install(root: Path | None = None, overlay: str | Path = render.DEFAUL
         objects += render.kustomize(kfp_kustomization(kfp_dir, work / "install" / "kfp"))
         objects += render.kustomize(kuberay_kustomization(dirs["kuberay"] / "ray-operator" / "config",
                                                           work / "install" / "kuberay"))
-    objects += render.render(overlay)
+    objects = state.persist(objects + render.render(overlay))
     if with_samples:
         objects += samples()
     return order(objects)
@@ -187,14 +193,14 @@ def add_render_arguments(parser) -> None:
     parser.add_argument("--overlay", default=render.DEFAULT_OVERLAY, help="overlay under k8s/overlays, or a folder")
     parser.add_argument("--no-samples", action="store_true",
                         help="leave out the sample RayJob and canary (what the bootstrap applies)")
-    parser.add_argument("--crds-out", type=Path, help="also write the Namespaces and CRDs alone here (applied first)")
+    parser.add_argument("--crds-out", type=Path, help="also write the first pass alone here: Namespaces, CRDs, the state folders' Job")
 
 
 def run_render(args) -> int:
     objects = render_install(args.upstream, args.overlay, with_samples=not args.no_samples)
     write(args.out, objects)
     if args.crds_out:
-        write(args.crds_out, [o for o in objects if o["kind"] in FIRST])
+        write(args.crds_out, [o for o in objects if is_first(o)])
     kinds = sorted({o["kind"] for o in objects})
     print(f"{len(objects)} objects ({len(kinds)} kinds) -> {args.out}")
     return 0

@@ -99,7 +99,8 @@ def test_argo_refs_map_to_the_pinned_tree(upstream_root, tmp_path):
 def test_every_namespaced_object_lands_in_a_namespace_the_install_creates(objects):
     created = {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"}
     assert {NS, KFP_NS, KUBERAY_NS} <= created
-    cluster_scoped = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "PriorityClass"}
+    cluster_scoped = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "PriorityClass",
+                      "PersistentVolume"}
     for o in objects:
         if o["kind"] not in cluster_scoped:
             assert o["metadata"].get("namespace") in created, (o["kind"], o["metadata"]["name"])
@@ -120,12 +121,13 @@ def test_bootstrap_waits_only_for_what_the_install_has(objects):
         assert got == variables[name], f"bootstrap's {name} is {got}, expected {variables[name]}"
     waits = re.findall(r'wait_ready "\$(\w+)" (?:deployment/|"deployment/)([\w$-]+)', text)
     waits += [("NS", d) for d in re.search(r"for deployment in ([\w -]+); do", text)[1].split()]
-    waits += [("NS", j) for j in re.findall(r'wait --for=condition=complete job/([\w-]+)', text)]
+    jobs = re.findall(r'kc -n "\$(\w+)" wait --for=condition=complete job/([\w-]+)', text)
+    assert {name for _, name in jobs} == {"minio-setup", "state-folders"}
     checked = 0
-    for var, name in waits:
+    for var, name in waits + [(v, f"job:{n}") for v, n in jobs]:
         if name.startswith("$"):
             continue
-        kind = "Job" if name == "minio-setup" else "Deployment"
+        kind, name = ("Job", name[4:]) if name.startswith("job:") else ("Deployment", name)
         find(objects, kind, name, variables[var])
         checked += 1
     assert checked >= 8
@@ -507,3 +509,66 @@ def test_bootstrap_order_gives_access_before_waiting_and_apt_waits_for_the_lock(
     for line in text.splitlines():
         if "apt-get" in line and "install" in line or "apt-get" in line and "update" in line:
             assert "DPkg::Lock::Timeout" in line, line
+
+
+def test_credentials_are_kept_with_the_state_and_restored_on_a_new_cluster(tmp_path):
+    """First cluster: made and kept (0600). A new cluster on the same volume: the kept ones come back."""
+    kept = tmp_path / "state" / "credentials"
+    created = tmp_path / "created.txt"
+    fake_kc = (f"kc() {{ case \"$*\" in *' get secret '*) return 1;; *'create secret'*) "
+               f"echo \"$* $(cat 2>/dev/null </dev/stdin | tr '\\n' ' ')\" >> {created};; esac; }}\n")
+    first = _bootstrap_shell(fake_kc + f"SUDO=; CREDENTIALS_DIR={kept}; ensure_secret ns db PASSWORD=first", tmp_path)
+    assert first.returncode == 0, first.stderr
+    saved = kept / "ns.db.env"
+    assert saved.read_text() == "PASSWORD=first\n" and oct(saved.stat().st_mode & 0o777) == "0o600"
+    assert oct(kept.stat().st_mode & 0o777) == "0o700"
+    again = _bootstrap_shell(fake_kc + f"SUDO=; CREDENTIALS_DIR={kept}; ensure_secret ns db PASSWORD=second", tmp_path)
+    assert "restored secret ns/db" in again.stdout, again.stderr
+    lines = created.read_text().splitlines()
+    assert "--from-literal=PASSWORD=first" in lines[0]
+    assert "--from-env-file=/dev/stdin" in lines[1] and "PASSWORD=first" in lines[1] and "second" not in lines[1]
+
+
+def test_state_lives_on_named_volumes_under_the_state_folder_on_the_state_node(objects):
+    from components.cluster import state
+
+    p = platform()
+    volumes = {o["metadata"]["name"]: o for o in objects if o["kind"] == "PersistentVolume"}
+    claims = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in objects
+              if o["kind"] == "PersistentVolumeClaim"}
+    for (ns, claim), folder in state.stateful_claims().items():
+        pvc = claims[(ns, claim)]
+        pv = volumes[pvc["spec"]["volumeName"]]
+        assert pvc["spec"]["storageClassName"] == "" == pv["spec"]["storageClassName"]  # no dynamic provisioning
+        assert pv["spec"]["claimRef"] == {"namespace": ns, "name": claim}
+        assert pv["spec"]["hostPath"]["path"] == f"{p.state.host_path}/{folder}"
+        assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"  # a deleted claim keeps its data
+        term = pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]
+        assert term == {"key": p.state.node_label, "operator": "In", "values": ["true"]}
+    for o in objects:
+        ns = o["metadata"].get("namespace")
+        for spec in _pod_specs(o):
+            uses = [v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes", [])
+                    if "persistentVolumeClaim" in v]
+            if any((ns, c) in state.stateful_claims() for c in uses):
+                assert spec["nodeSelector"][p.state.node_label] == "true", o["metadata"]["name"]
+    unbound = [k for k, c in claims.items() if "volumeName" not in c["spec"] and k not in state.stateful_claims()]
+    assert unbound == [(KFP_NS, "seaweedfs-pvc")]  # KFP's own store: our MinIO holds the artifacts
+
+
+def test_state_folders_job_runs_first_and_gives_each_folder_to_its_pods_user(objects):
+    from components.cluster import state
+
+    job = find(objects, "Job", state.PREPARE_JOB)
+    assert install.is_first(job)
+    namespace = find(objects, "Namespace", job["metadata"]["namespace"])
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    script = job["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    expected = {"postgres": "999:999", "kfp-mysql": "999:999", "minio": "1000:1000", "prometheus": "65534:65534",
+                "registry": "1000:1000"}
+    for folder, owner in expected.items():
+        assert f"chown {owner} /state/{folder} " in script
+    # No other root container anywhere in the install.
+    roots = [(o["metadata"]["name"], c["name"]) for o in objects for spec in _pod_specs(o) for c in _containers(spec)
+             if (c.get("securityContext") or {}).get("runAsUser") == 0]
+    assert roots == [(state.PREPARE_JOB, "folders")]
