@@ -40,7 +40,12 @@ resource "openstack_compute_instance_v2" "node" {
     registry_port  = local.ports.registry
     repo_url       = each.value.role == "server" ? var.repo_url : ""
     repo_ref       = each.value.role == "server" ? var.repo_ref : ""
+    prebuilt_image = each.value.role == "server" ? var.prebuilt_image : ""
+    state_volume   = each.value.role == "server" ? var.state_volume_id : ""
+    state_path     = local.platform.state.host_path
+    docker_mirror  = var.registry_mirror
     k3s_node_b64   = filebase64("${path.module}/scripts/k3s-node.sh")
+    state_b64      = filebase64("${path.module}/scripts/state-volume.sh")
     handoff_b64    = filebase64("${path.module}/scripts/bootstrap-handoff.sh")
   })
 
@@ -60,4 +65,15 @@ resource "openstack_compute_instance_v2" "node" {
     ignore_changes       = [user_data, flavor_id]
     replace_triggered_by = [terraform_data.reservation[each.key]]
   }
+}
+
+# The kept state volume (state/, state_volume_id) on the control plane. Its
+# node script waits for the disk, formats it only if it holds no file
+# system, and mounts it at state.host_path before k3s starts. Destroying
+# this detaches the volume; nothing in this module can delete it.
+resource "openstack_compute_volume_attach_v2" "state" {
+  count = var.state_volume_id == "" ? 0 : 1
+
+  instance_id = openstack_compute_instance_v2.node["server"].id
+  volume_id   = var.state_volume_id
 }

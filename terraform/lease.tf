@@ -4,23 +4,20 @@
 # One lease (amount 1) per node: Blazar cannot resize a flavor reservation, so
 # a lease per pool would have to be replaced, and every VM on it deleted, to
 # add one node. This way adding or removing a node touches only that node.
-# A reservation id given in terraform.tfvars replaces the leases of its pool.
+# A reservation id given in terraform.tfvars replaces all of them.
 
 locals {
-  pool_reservation_ids = {
-    cpu = var.reservation_id
-    gpu = var.gpu_reservation_id
-  }
-  leases_to_create = { for key, node in local.nodes : key => node if local.pool_reservation_ids[node.pool] == "" }
+  leases_to_create = var.reservation_id == "" ? local.nodes : {}
   lease_dir        = "${path.module}/.leases"
 
   # Where each node's reserved flavor comes from, known at plan time (the
   # flavor id itself is known only once the lease exists). Its lease is
   # replaced when this changes, and so is the node (instances.tf).
+  # Keep the text stable: a changed text replaces every running node.
   reservation_source = {
     for key, node in local.nodes : key => (
-      local.pool_reservation_ids[node.pool] != ""
-      ? "reservation ${local.pool_reservation_ids[node.pool]}"
+      var.reservation_id != ""
+      ? "reservation ${var.reservation_id}"
       : "lease ${local.suffix}-${key} of ${node.flavor}"
     )
   }
@@ -28,7 +25,7 @@ locals {
   # Blazar creates the reserved flavor with the reservation's id, so a given
   # reservation id is the flavor id.
   flavor_ids = merge(
-    { for key, node in local.nodes : key => local.pool_reservation_ids[node.pool] if local.pool_reservation_ids[node.pool] != "" },
+    { for key, node in local.nodes : key => var.reservation_id if var.reservation_id != "" },
     { for key, lease in data.external.lease : key => lease.result.flavor_id },
   )
 }

@@ -10,41 +10,27 @@ locals {
   registry_host = split("/", local.platform.image.repository)[0]
 
   # Host numbers in private_cidr. Nodes get fixed addresses (so cloud-init
-  # knows the server before it exists): CPU nodes from cpu_first up (at most
-  # 20, see node_count), the GPU node from gpu_first. Neutron's own ports (the
-  # DHCP server) draw from the pool between the two blocks and never take a
-  # node's address.
+  # knows the server before it exists) from cpu_first up (at most 20, see
+  # node_count). Neutron's own ports (the DHCP server) draw from the pool
+  # above them and never take a node's address.
   host_numbers = {
     cpu_first  = 10
-    gpu_first  = 200
     pool_start = 100
     pool_end   = 199
   }
 
-  # CPU nodes first (index 0 is the control plane), then the optional GPU agent.
-  # Every node has its own lease (lease.tf), hence its own flavor.
-  nodes = merge(
-    {
-      for i in range(var.node_count) : (i == 0 ? "server" : "agent-${i}") => {
-        role   = i == 0 ? "server" : "agent"
-        pool   = "cpu"
-        flavor = i == 0 && var.server_flavor != "" ? var.server_flavor : var.flavor
-        image  = var.image
-        ip     = cidrhost(var.private_cidr, local.host_numbers.cpu_first + i)
-        labels = ""
-      }
-    },
-    {
-      for i in range(var.gpu_count) : "gpu-${i}" => {
-        role   = "agent"
-        pool   = "gpu"
-        flavor = var.gpu_flavor
-        image  = var.gpu_image
-        ip     = cidrhost(var.private_cidr, local.host_numbers.gpu_first + i)
-        labels = "servicetime/gpu=true"
-      }
-    },
-  )
+  # Index 0 is the control plane; it holds the platform's state (state.tf)
+  # and carries the label that pins stateful pods to it. Every node has its
+  # own lease (lease.tf), hence its own flavor.
+  nodes = {
+    for i in range(var.node_count) : (i == 0 ? "server" : "agent-${i}") => {
+      role   = i == 0 ? "server" : "agent"
+      flavor = i == 0 && var.server_flavor != "" ? var.server_flavor : var.flavor
+      image  = var.image
+      ip     = cidrhost(var.private_cidr, local.host_numbers.cpu_first + i)
+      labels = i == 0 ? "${local.platform.state.node_label}=true" : ""
+    }
+  }
   server_ip = local.nodes["server"].ip
 
   # Exactly what infra/port-forward.sh forwards to 127.0.0.1 on the control

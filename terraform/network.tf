@@ -38,13 +38,33 @@ locals {
 }
 
 # Only SSH is open to the world; the UIs are reached through SSH tunnels.
+# Each user gets two groups, unless shared_security_groups names existing
+# ones (a class in one project: Neutron's default quota is 10 groups).
+locals {
+  own_security_groups = length(var.shared_security_groups) == 0
+  security_group_ids = local.own_security_groups ? tomap({
+    ssh     = one(openstack_networking_secgroup_v2.ssh[*].id)
+    cluster = one(openstack_networking_secgroup_v2.cluster[*].id)
+  }) : tomap({ for key, group in data.openstack_networking_secgroup_v2.shared : key => group.id })
+}
+
+data "openstack_networking_secgroup_v2" "shared" {
+  for_each = var.shared_security_groups
+
+  name = each.value
+}
+
 resource "openstack_networking_secgroup_v2" "ssh" {
+  count = local.own_security_groups ? 1 : 0
+
   name        = "${local.suffix}-ssh"
   description = "SSH from anywhere (servicetime, ${var.user})"
 }
 
 resource "openstack_networking_secgroup_rule_v2" "ssh" {
-  security_group_id = openstack_networking_secgroup_v2.ssh.id
+  count = local.own_security_groups ? 1 : 0
+
+  security_group_id = openstack_networking_secgroup_v2.ssh[0].id
   direction         = "ingress"
   ethertype         = "IPv4"
   protocol          = "tcp"
@@ -55,15 +75,40 @@ resource "openstack_networking_secgroup_rule_v2" "ssh" {
 
 # Everything between nodes, and nothing from outside the private network.
 resource "openstack_networking_secgroup_v2" "cluster" {
+  count = local.own_security_groups ? 1 : 0
+
   name        = "${local.suffix}-cluster"
   description = "All traffic inside the private cluster network (servicetime, ${var.user})"
 }
 
 resource "openstack_networking_secgroup_rule_v2" "cluster" {
-  security_group_id = openstack_networking_secgroup_v2.cluster.id
+  count = local.own_security_groups ? 1 : 0
+
+  security_group_id = openstack_networking_secgroup_v2.cluster[0].id
   direction         = "ingress"
   ethertype         = "IPv4"
   remote_ip_prefix  = var.private_cidr
+}
+
+# The groups had no count before shared_security_groups: keep them in place.
+moved {
+  from = openstack_networking_secgroup_v2.ssh
+  to   = openstack_networking_secgroup_v2.ssh[0]
+}
+
+moved {
+  from = openstack_networking_secgroup_rule_v2.ssh
+  to   = openstack_networking_secgroup_rule_v2.ssh[0]
+}
+
+moved {
+  from = openstack_networking_secgroup_v2.cluster
+  to   = openstack_networking_secgroup_v2.cluster[0]
+}
+
+moved {
+  from = openstack_networking_secgroup_rule_v2.cluster
+  to   = openstack_networking_secgroup_rule_v2.cluster[0]
 }
 
 resource "openstack_networking_port_v2" "shared" {
@@ -71,7 +116,7 @@ resource "openstack_networking_port_v2" "shared" {
 
   name               = "${local.suffix}-${each.key}-shared"
   network_id         = data.openstack_networking_network_v2.sharednet1.id
-  security_group_ids = [openstack_networking_secgroup_v2.ssh.id]
+  security_group_ids = [local.security_group_ids.ssh]
   admin_state_up     = true
 }
 
@@ -80,7 +125,7 @@ resource "openstack_networking_port_v2" "private" {
 
   name               = "${local.suffix}-${each.key}-private"
   network_id         = openstack_networking_network_v2.private.id
-  security_group_ids = [openstack_networking_secgroup_v2.cluster.id]
+  security_group_ids = [local.security_group_ids.cluster]
   admin_state_up     = true
 
   fixed_ip {

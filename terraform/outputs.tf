@@ -20,8 +20,8 @@ output "cloud_init_wait_command" {
 }
 
 output "bootstrap_command" {
-  description = "Re-run the platform bootstrap on the control plane (after adding a node, a new image tag, or a failed first run): pulls the repository checkout and runs infra/bootstrap.sh again in a systemd unit that survives a dropped SSH session, and follows its log. Safe to repeat."
-  value       = "${local.ssh_base} ${local.ssh_target} 'sudo env SERVICETIME_EXPECTED_NODES=${length(local.nodes)} /usr/local/sbin/servicetime-bootstrap --detach'"
+  description = "Re-run the platform bootstrap on the control plane (after adding a node, a new image tag, or a failed first run) with today's node count and prebuilt_image: pulls the repository checkout and runs infra/bootstrap.sh again in a systemd unit that survives a dropped SSH session, and follows its log. Safe to repeat."
+  value       = "${local.ssh_base} ${local.ssh_target} 'sudo env SERVICETIME_EXPECTED_NODES=${length(local.nodes)} SERVICETIME_PREBUILT_IMAGE=${var.prebuilt_image} /usr/local/sbin/servicetime-bootstrap --detach'"
 }
 
 output "tunnel_command" {
@@ -60,4 +60,14 @@ output "node_private_ips" {
 output "reserved_flavor_ids" {
   description = "Reserved flavor (= reservation) id of each node."
   value       = local.flavor_ids
+}
+
+output "lease_ends_at" {
+  description = "When the first node's lease ends (RFC 3339, UTC): Blazar deletes that node then. Empty when reservation_id names a lease of your own (see openstack reservation lease show)."
+  value       = try(sort(compact([for lease in data.external.lease : lookup(lease.result, "end_date", "")]))[0], "")
+}
+
+output "state_volume_device" {
+  description = "Where the control plane sees the kept state volume, and where it mounts it; empty without state_volume_id."
+  value       = var.state_volume_id == "" ? "" : "/dev/disk/by-id/virtio-${substr(var.state_volume_id, 0, 20)} on ${local.platform.state.host_path}"
 }

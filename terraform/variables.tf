@@ -95,9 +95,9 @@ variable "reservation_id" {
 }
 
 variable "lease_hours" {
-  description = "Length of a lease that Terraform creates, in hours (instances are deleted when it ends)."
+  description = "Length of each lease that Terraform creates, in hours; Blazar deletes the node when its lease ends, and these leases cannot be extended. 6 covers one lab session: about 30-40 minutes of boot and bootstrap, a 3-4 hour lab, and an hour of slack. A lease uses the allocation while it runs, busy or idle, so set more only for a longer run (keep state on a state volume to come back another day)."
   type        = number
-  default     = 24
+  default     = 6
 
   validation {
     condition     = var.lease_hours >= 1 && var.lease_hours <= 168 && floor(var.lease_hours) == var.lease_hours
@@ -113,50 +113,6 @@ variable "image" {
   validation {
     condition     = length(trimspace(var.image)) > 0
     error_message = "image must not be empty."
-  }
-}
-
-variable "gpu_count" {
-  description = "Optional GPU agent: 0 (none) or 1."
-  type        = number
-  default     = 0
-
-  validation {
-    condition     = contains([0, 1], var.gpu_count)
-    error_message = "gpu_count must be 0 or 1."
-  }
-}
-
-variable "gpu_flavor" {
-  description = "Flavor to reserve for the GPU node."
-  type        = string
-  default     = "g1.h100.pci.1"
-
-  validation {
-    condition     = length(trimspace(var.gpu_flavor)) > 0
-    error_message = "gpu_flavor must not be empty."
-  }
-}
-
-variable "gpu_reservation_id" {
-  description = "Existing flavor reservation id for the GPU node; leave empty to let Terraform create the lease."
-  type        = string
-  default     = ""
-
-  validation {
-    condition     = var.gpu_reservation_id == "" || can(regex("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", var.gpu_reservation_id))
-    error_message = "gpu_reservation_id must be empty or a reservation UUID."
-  }
-}
-
-variable "gpu_image" {
-  description = "Image of the GPU node (the CUDA variant ships the NVIDIA driver)."
-  type        = string
-  default     = "CC-Ubuntu24.04-CUDA"
-
-  validation {
-    condition     = length(trimspace(var.gpu_image)) > 0
-    error_message = "gpu_image must not be empty."
   }
 }
 
@@ -207,5 +163,52 @@ variable "repo_ref" {
   validation {
     condition     = can(regex("^[A-Za-z0-9._/-]+$", var.repo_ref))
     error_message = "repo_ref must be a branch or tag name."
+  }
+}
+
+variable "state_volume_id" {
+  description = "Id of a kept Cinder volume for the platform's state (created once with the module in state/; see README.md). Attached to the control plane and mounted before k3s starts; terraform destroy detaches it and never deletes it. Empty: the state lives on the control plane's root disk and goes with the node."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.state_volume_id == "" || can(regex("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", var.state_volume_id))
+    error_message = "state_volume_id must be empty or a volume UUID (terraform -chdir=state output -raw volume_id)."
+  }
+}
+
+variable "registry_mirror" {
+  description = "Pull-through cache for Docker Hub images, e.g. a course's registry mirror (https://host:port): every node's containerd pulls docker.io images through it, falling back to Docker Hub. A class behind one NAT address otherwise shares Docker Hub's anonymous pull limit. Empty: pull from Docker Hub."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.registry_mirror == "" || can(regex("^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~/-]*)?$", var.registry_mirror))
+    error_message = "registry_mirror must be empty or an http(s):// URL without spaces or quotes."
+  }
+}
+
+variable "shared_security_groups" {
+  description = "Names of existing security groups to use instead of creating two per user: {ssh = \"...\", cluster = \"...\"}. ssh must allow TCP 22 from anywhere, cluster all traffic from private_cidr (README.md, A class in one project). Neutron allows 10 security groups per project by default; a class shares one set. Empty: create this user's own two."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition = length(var.shared_security_groups) == 0 || (
+      toset(keys(var.shared_security_groups)) == toset(["ssh", "cluster"]) &&
+      alltrue([for name in values(var.shared_security_groups) : trimspace(name) != ""])
+    )
+    error_message = "shared_security_groups must be empty or name exactly two groups: {ssh = \"...\", cluster = \"...\"}."
+  }
+}
+
+variable "prebuilt_image" {
+  description = "Component image to copy into the in-cluster registry instead of building it on the control plane (e.g. one a course published for this repository's version), a registry reference such as ghcr.io/org/servicetime:0.1.0. Saves the image build on every new cluster. Empty: build it from the checkout."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.prebuilt_image == "" || can(regex("^[A-Za-z0-9][A-Za-z0-9._/:@-]*$", var.prebuilt_image))
+    error_message = "prebuilt_image must be empty or an image reference (registry/name:tag or name@sha256:...), without spaces or quotes."
   }
 }

@@ -9,7 +9,8 @@
 #       outlives the SSH session, follow its log, exit with its status; a
 #       second call while one runs follows that one (terraform output
 #       bootstrap_command). SERVICETIME_EXPECTED_NODES overrides the node
-#       count of the first boot (nodes added since).
+#       count of the first boot (nodes added since), and
+#       SERVICETIME_PREBUILT_IMAGE, when set (even empty), the prebuilt image.
 # Output goes to /var/log/servicetime-bootstrap.log as well.
 set -euo pipefail
 
@@ -27,10 +28,14 @@ if [ "${1:-}" = --detach ]; then
 fi
 ENV_FILE="${1:-$ROOT/etc/servicetime/cluster.env}"
 nodes_now="${SERVICETIME_EXPECTED_NODES:-}"
+image_now="${SERVICETIME_PREBUILT_IMAGE-unset}"
 # shellcheck source=/dev/null
 . "$ENV_FILE"
 [ "${K3S_ROLE:-}" = server ] || exit 0
 EXPECTED_NODES="${nodes_now:-${EXPECTED_NODES:-}}"
+# Today's terraform.tfvars (bootstrap_command) wins over the first boot's.
+if [ "$image_now" != unset ]; then PREBUILT_IMAGE="$image_now"; fi
+PREBUILT_IMAGE="${PREBUILT_IMAGE:-}"
 : "${EXPECTED_NODES:?}" "${SERVER_IP:?}" "${REPO_URL:?}" "${REPO_REF:?}"
 
 log() { echo "servicetime-bootstrap: $*"; }
@@ -49,7 +54,8 @@ if $detach; then
   else
     rm -f "$STATUS"
     systemd-run --quiet --unit="$UNIT" --collect \
-      --setenv=SERVICETIME_EXPECTED_NODES="$EXPECTED_NODES" "$(readlink -f "$0")" "$ENV_FILE"
+      --setenv=SERVICETIME_EXPECTED_NODES="$EXPECTED_NODES" \
+      --setenv=SERVICETIME_PREBUILT_IMAGE="$PREBUILT_IMAGE" "$(readlink -f "$0")" "$ENV_FILE"
   fi
   touch "$LOG"
   tail -n "+$start" -F "$LOG" &
@@ -115,9 +121,14 @@ if [ -x infra/bootstrap.sh ]; then
   # The platform's facts (namespace, image, ports) come from this checkout's
   # components/platform.yaml, not from the user-data of the first boot.
   log "handing off to infra/bootstrap.sh"
+  boot_env=(KUBECONFIG="$ROOT/home/cc/.kube/config" SERVICETIME_SERVER_IP="$SERVER_IP")
+  # A prebuilt component image is copied into the registry instead of built.
+  if [ -n "$PREBUILT_IMAGE" ]; then
+    log "using the prebuilt image $PREBUILT_IMAGE"
+    boot_env+=(PREBUILT_IMAGE="$PREBUILT_IMAGE")
+  fi
   # (without the lock's descriptor: a process it leaves behind must not hold it)
-  sudo -u cc -H env KUBECONFIG="$ROOT/home/cc/.kube/config" \
-    SERVICETIME_SERVER_IP="$SERVER_IP" infra/bootstrap.sh 9>&-
+  sudo -u cc -H env "${boot_env[@]}" infra/bootstrap.sh 9>&-
 else
   log "no executable infra/bootstrap.sh in $REPO_URL@$REPO_REF; k3s is ready, the platform is not installed"
 fi

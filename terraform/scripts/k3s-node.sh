@@ -12,6 +12,7 @@ ENV_FILE="${1:-/etc/servicetime/cluster.env}"
 PRIVATE_MTU="${PRIVATE_MTU:-1450}"
 
 # System paths, overridable so the tests can run this script in a sandbox.
+STATE_SETUP="${SERVICETIME_STATE_SETUP:-/usr/local/sbin/servicetime-state}"
 SYS_NET="${SERVICETIME_SYS_NET:-/sys/class/net}"
 NETPLAN_DIR="${SERVICETIME_NETPLAN_DIR:-/etc/netplan}"
 HOSTS_FILE="${SERVICETIME_HOSTS_FILE:-/etc/hosts}"
@@ -80,6 +81,13 @@ fi
 registry_name="${REGISTRY_HOST%%:*}"
 grep -qE "[[:space:]]${registry_name//./\\.}([[:space:]]|\$)" "$HOSTS_FILE" ||
   echo "$SERVER_IP $registry_name" >>"$HOSTS_FILE"
+
+# The platform's state folder (on the kept volume, if there is one) must be
+# in place before k3s starts the pods that write to it; if it cannot be,
+# k3s is not installed. (state-volume.sh does nothing on agents.)
+if [ "$K3S_ROLE" = server ]; then
+  "$STATE_SETUP" "$ENV_FILE"
+fi
 
 # The installer is taken from the same tag as the binary it installs.
 installer="$(mktemp)"

@@ -5,7 +5,8 @@
 #
 #   lease.sh create  env LEASE_NAME FLAVOR AMOUNT HOURS LEASE_FILE
 #                    creates the lease (or reuses a live one of that name),
-#                    waits until ACTIVE, writes its ids to LEASE_FILE as JSON
+#                    waits until ACTIVE, writes its ids and end date
+#                    (end_date, RFC 3339 UTC) to LEASE_FILE as JSON
 #   lease.sh delete  env LEASE_NAME [LEASE_FILE]; waits until it is gone
 #   lease.sh show    Terraform external-data protocol: reads {"name","file",
 #                    "cloud","region"} on stdin, prints the ids as JSON
@@ -51,8 +52,8 @@ die_trust_refused() {
   2. keep this credential and create the lease with your own login (dashboard
      > Reservations > Leases > Create Lease, a flavor reservation of
      ${FLAVOR:-your flavor} with amount = node_count), then put its
-     reservation id into terraform.tfvars as reservation_id
-     (gpu_reservation_id for the GPU node) and run 'terraform apply' again."
+     reservation id into terraform.tfvars as reservation_id and run
+     'terraform apply' again."
 }
 
 # field JSON KEY: one string value of a flat JSON object.
@@ -75,7 +76,7 @@ print(ids[0] if ids else "")
   # The client prints reservations as a list, or as JSON objects joined by
   # newlines, depending on its version.
   python3 -c '
-import json, sys
+import datetime, json, sys
 
 lease = json.loads(sys.argv[1])
 res = lease.get("reservations") or []
@@ -90,12 +91,23 @@ if isinstance(res, dict):
     res = [res]
 flavor = [r for r in res if r.get("resource_type") == "flavor:instance"] or res
 r = flavor[0] if flavor else {}
+# Blazar prints its end date in UTC without a zone ("2026-12-02T09:00:00.000000");
+# end_date is RFC 3339 in UTC, or empty if the date cannot be read.
+end = ""
+try:
+    when = datetime.datetime.fromisoformat(str(lease.get("end_date", "")).strip())
+    if when.tzinfo is not None:
+        when = when.astimezone(datetime.timezone.utc)
+    end = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+except ValueError:
+    pass
 # Blazar gives the reserved flavor the reservation id.
 print(json.dumps({
     "status": str(lease.get("status", "")),
     "lease_id": str(lease.get("id", "")),
     "reservation_id": str(r.get("id", "")),
     "flavor_id": str(r.get("flavor_id") or r.get("id", "")),
+    "end_date": end,
 }))
 ' "$raw"
 }
@@ -191,7 +203,8 @@ cmd_show() {
   name="$(field "$query" name)"
   file="$(field "$query" file)"
   if [ -z "$name" ] || [ -z "$file" ]; then die "show needs name and file in its query"; fi
-  if [ -s "$file" ]; then
+  # (A file from before end_date was recorded is read again from Blazar.)
+  if [ -s "$file" ] && [ -n "$(field "$(cat "$file")" end_date)" ]; then
     cat "$file"
     return 0
   fi
@@ -204,7 +217,7 @@ cmd_show() {
   if [ -z "$info" ]; then
     # servicetime-<user>-<node key>, and user names may hold dashes too
     local key=KEY
-    if [[ "$name" =~ -(server|agent-[0-9]+|gpu-[0-9]+)$ ]]; then key="${BASH_REMATCH[1]}"; fi
+    if [[ "$name" =~ -(server|agent-[0-9]+)$ ]]; then key="${BASH_REMATCH[1]}"; fi
     die "lease $name not found (ended or deleted?); recreate it and its node with:
   terraform apply -replace='terraform_data.lease[\"$key\"]' -replace='openstack_compute_instance_v2.node[\"$key\"]'"
   fi
