@@ -8,8 +8,9 @@
 * **Building**: floor (imputed per building type, with a missing flag),
   elevator (imputed, with a missing flag), floors climbed without an elevator.
 * **Area and time**: area id, area type, building type, weekday, hour and floor
-  band as categories. Index 0 means "never seen in training", so a new area
-  still gets a sensible embedding from its area type.
+  band as categories. Index 0 means "never seen in training"; training drops
+  categories to it at random (``train.category_dropout``), so a new area gets
+  a trained "some area" embedding plus its area type's.
 """
 
 from __future__ import annotations

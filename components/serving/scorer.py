@@ -4,7 +4,7 @@
 it costs about 10 ms per call whatever the batch size, which is most of a
 single-stop request. ``CompiledTransform`` computes the same matrices from the
 request's columns with numpy and dict lookups (customer history included).
-``functional_forward`` runs the network's own weights through
+``functional_forward`` (in ``components.serving.network``) runs the network's own weights through
 ``torch.nn.functional`` without the per-module call overhead of ``nn.Module``
 (a third of the time for one stop; the same kernels, so the same numbers).
 
@@ -23,26 +23,18 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from components.bundle import Predictor
 from components.features import HISTORY_SHRINK, UNKNOWN
-from components.model import TARGET_SCALE_S
 from components.schema import AREA_TYPES, BUILDING_TYPES, TIMESTAMP
 from components.serving.api import PLANNING
+from components.serving.network import NotCompilable, functional_forward, seconds_from
 
 log = logging.getLogger(__name__)
 
 FLOOR_BANDS = ("unknown", "0", "1-2", "3-5", "6+")  # the labels of components.features.floor_band
 _BAND_EDGES = np.array([0.0, 2.0, 5.0])
 DAY_S = 86400.0
-MIN_SECONDS = 10.0  # the floor components.model.predict_seconds clamps to
-
-
-class NotCompilable(ValueError):
-    """The bundle's transform or network uses something this module does not implement."""
 
 
 def columns_to_frame(cols: dict[str, Any]) -> pd.DataFrame:
@@ -232,71 +224,6 @@ def intervals(predictor: Predictor, mean_s: np.ndarray, cols: dict[str, Any]) ->
 def reference_predict(predictor: Predictor, cols: dict[str, Any]) -> np.ndarray:
     """The library's own path: a DataFrame through ``Predictor.predict``."""
     return predictor.predict(columns_to_frame(cols))
-
-
-def functional_forward(model: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``ServiceTimeNet.forward`` as plain functional calls on the model's own weights."""
-    embeddings = getattr(model, "embeddings", None)
-    mlp, head = getattr(model, "mlp", None), getattr(model, "head", None)
-    if embeddings is None or mlp is None or not isinstance(head, nn.Linear):
-        raise NotCompilable(f"unknown network structure: {type(model).__name__}")
-    slope = getattr(model, "slope", None)
-    if slope is not None and not isinstance(slope, nn.Linear):
-        raise NotCompilable("a monotone slope other than nn.Linear")
-    rest = getattr(model, "rest_index", None) if slope is not None else None
-    monotone = getattr(model, "monotone_index", None)
-    if not all(isinstance(e, nn.Embedding) for e in embeddings):
-        raise NotCompilable("embeddings other than nn.Embedding")
-    tables = [e.weight for e in embeddings]
-    layers: list[tuple[str, Any]] = []
-    for module in mlp:
-        if isinstance(module, nn.Linear):
-            layers.append(("linear", (module.weight, module.bias)))
-        elif isinstance(module, nn.ReLU):
-            layers.append(("relu", None))
-        elif isinstance(module, nn.Dropout):
-            continue  # identity in eval mode
-        else:
-            raise NotCompilable(f"layer without a compiled form: {type(module).__name__}")
-    head_w, head_b = head.weight, head.bias
-    if slope is not None and layers and layers[0][0] == "linear":
-        # The first layer reads every numeric input, with zero weights on the monotone ones:
-        # the same sums without selecting the other columns on every request.
-        w, b = (t.detach() for t in layers[0][1])
-        width = w.shape[1] - len(rest) + nums_width(model)
-        wide = torch.zeros(w.shape[0], width, dtype=w.dtype)
-        n_emb = w.shape[1] - len(rest)
-        wide[:, :n_emb] = w[:, :n_emb]
-        wide[:, n_emb + rest] = w[:, n_emb:]
-        layers[0] = ("linear", (wide, b))
-        rest = None
-    if slope is not None:  # one matrix product for the head and the slopes
-        head_w = torch.cat([head.weight, slope.weight]).detach()
-        head_b = torch.cat([head.bias, slope.bias]).detach()
-
-    def forward(cats: torch.Tensor, nums: torch.Tensor) -> torch.Tensor:
-        inputs = nums if rest is None else nums.index_select(1, rest)
-        x = torch.cat([F.embedding(cats[:, j], w) for j, w in enumerate(tables)] + [inputs], dim=1)
-        for kind, params in layers:
-            x = F.linear(x, *params) if kind == "linear" else F.relu(x)
-        y = F.linear(x, head_w, head_b)
-        if slope is None:
-            return y.squeeze(1)
-        return y[:, 0] + (F.softplus(y[:, 1:]) * nums.index_select(1, monotone)).sum(1)
-
-    return forward
-
-
-def nums_width(model: torch.nn.Module) -> int:
-    """How many numeric inputs the network takes (the monotone ones included)."""
-    return len(model.rest_index) + len(model.monotone_index)
-
-
-def seconds_from(net: Callable, cats: np.ndarray, nums: np.ndarray) -> np.ndarray:
-    """``components.model.predict_seconds`` without its per-call ``model.eval()`` and chunking."""
-    with torch.inference_mode():
-        out = net(torch.from_numpy(cats), torch.from_numpy(nums))
-        return (out * TARGET_SCALE_S).clamp(min=MIN_SECONDS).numpy().astype(float)
 
 
 class Scorer:
