@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import yaml
@@ -117,18 +118,32 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
         os.environ.update(stack_env(state))  # the pipeline's steps inherit it: MLflow server, S3
         data_root = args.data_root or stack_data_root(state)
-        run_uri = args.run_uri or f"s3://{state['s3']['buckets']['artifacts']}/runs/{time.strftime('%Y%m%d-%H%M%S')}"
-        args.run_uri = run_uri
+        args.run_uri = args.run_uri or (f"s3://{state['s3']['buckets']['artifacts']}/runs/"
+                                        f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
         log.info("using the local stack: MLflow %s, data %s", os.environ["MLFLOW_TRACKING_URI"], data_root)
     if not DatasetStore(data_root).raw_batches():
+        # Simulated data only where it cannot be mistaken for real data: the embedded
+        # default's own workspace, or when asked. A mistyped --data-root is an error.
+        if args.data_root or args.stack:
+            if not args.simulate_if_empty:
+                print(f"error: no weekly batches under {data_root}/raw (pass --simulate-if-empty to fill it "
+                      "with simulated weeks)", file=sys.stderr)
+                return 2
         log.info("no data under %s: generating %d weeks with the simulator", data_root, cfg.data.weeks)
         generate_raw(cfg.data, data_root)
-    run_uri = args.run_uri or join(str(Path(cfg.workspace) / "runs"), time.strftime("%Y%m%d-%H%M%S"))
-    log.info("running the pipeline locally (KFP SubprocessRunner): run %s", run_uri)
-    summary = run_local(cfg, data_root, run_uri, last_weeks=args.last_weeks)
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"  # two runs in one second stay apart
+    run_uri = args.run_uri or join(str(Path(cfg.workspace) / "runs"), run_id)
+    log_path = Path(cfg.workspace) / "logs" / f"run-{run_id}.log"
+    print(f"servicetime run {run_id}: data {data_root}, records {run_uri}")
+    print(f"  KFP's and Ray's output: {log_path}")
+    summary = run_local(cfg, data_root, run_uri, last_weeks=args.last_weeks, log_path=log_path,
+                        verbose=args.verbose)
     summary_path = args.summary or str(Path(cfg.workspace) / "summary.json")
     Storage().write_json(summary_path, summary)
     print()
+    if summary.get("failure_tail"):
+        print("\n".join(summary["failure_tail"]))
+        print()
     print(render_text(summary))
     print(f"  wall time {summary['wall_seconds']:.0f} s; summary JSON: {summary_path}")
     return 0 if summary["status"] == "SUCCEEDED" else 1
@@ -262,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, help="Ray workers (0: train in-process)")
     r.add_argument("--epochs", type=int)
     r.add_argument("--stack", action="store_true", help="use the running local stack (S3 + MLflow server) instead of files")
+    r.add_argument("--simulate-if-empty", action="store_true",
+                   help="fill an empty --data-root (or the stack's bucket) with simulated weeks; "
+                        "the default workspace is filled without asking")
+    r.add_argument("--verbose", action="store_true", help="also print KFP's and Ray's own output")
     r.set_defaults(func=cmd_run)
 
     sim = sub.add_parser("simulate", help="weeks keep arriving: validate, monitor, retrain, promote")

@@ -1,45 +1,189 @@
-"""Run the pipeline on the embedded default: KFP's local SubprocessRunner, no Kubernetes, no Docker."""
+"""Run the pipeline on the embedded default: KFP's local SubprocessRunner, no Kubernetes, no Docker.
+
+The run executes in a child process of its own session, so its steps and the
+local Ray they start form one group that ends with the run: on SIGTERM/SIGINT
+the parent stops the group; if the parent is killed outright, a watchdog in the
+child notices and stops it. Every process of a run carries ``SERVICETIME_RUN_TOKEN``
+in its environment (Ray's processes too, which may leave the group), and stray
+ones are found by it. KFP's and Ray's output goes to a log file; the terminal
+gets one line per step (``pipelines.progress``).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
 import time
+import uuid
 from pathlib import Path
+from typing import Callable
 
 from components.config import Config
 from components.steps.summary import summarize
 from components.storage import Storage, join
+from pipelines.progress import Progress
 
 log = logging.getLogger(__name__)
+RUN_TOKEN = "SERVICETIME_RUN_TOKEN"
+STOP_GRACE_S = 3.0
 
 
-def run_local(cfg: Config, data_root: str, run_uri: str, last_weeks: int = 0, fail_on_rejected: bool = True) -> dict:
-    """Execute ``servicetime_pipeline`` locally; return the run summary (also on failure)."""
+def execute(cfg: Config, data_root: str, run_uri: str, last_weeks: int = 0, fail_on_rejected: bool = True,
+            simulate_if_empty: bool = False) -> None:
+    """The pipeline in this process (the child's work)."""
+    import warnings
+
     from kfp import local
 
     from pipelines.pipeline import servicetime_pipeline
-
-    import warnings
 
     # Intended: the SubprocessRunner runs our image's components in this very environment.
     warnings.filterwarnings("ignore", message="You may be attemping to run a task", category=RuntimeWarning)
     pipeline_root = Path(cfg.workspace).resolve() / "kfp"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=False)
-    started = time.perf_counter()
-    error = None
+    servicetime_pipeline(
+        data_root=data_root, run_uri=run_uri, config_json=cfg.model_dump_json(), last_weeks=last_weeks,
+        num_workers=cfg.train.num_workers, epochs=cfg.train.epochs,
+        min_improvement=cfg.eval.min_improvement_vs_baseline, max_slice_regression=cfg.eval.max_slice_regression,
+        fail_on_rejected=fail_on_rejected, simulate_if_empty=simulate_if_empty)
+
+
+def marked(token: str) -> list[int]:
+    """Pids (other than this one) whose environment carries the run's token."""
+    needle = f"{RUN_TOKEN}={token}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if needle in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
+
+
+def stop_marked(token: str, grace_s: float = STOP_GRACE_S) -> list[int]:
+    """SIGTERM every process of the run, SIGKILL what is left after ``grace_s``; returns the pids."""
+    pids = marked(token)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while sig == signal.SIGTERM and time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.1)
+    return pids
+
+
+def _alive(pid: int) -> bool:
     try:
-        servicetime_pipeline(
-            data_root=data_root, run_uri=run_uri, config_json=cfg.model_dump_json(), last_weeks=last_weeks,
-            num_workers=cfg.train.num_workers, epochs=cfg.train.epochs,
-            min_improvement=cfg.eval.min_improvement_vs_baseline, max_slice_regression=cfg.eval.max_slice_regression,
-            fail_on_rejected=fail_on_rejected)
-    except Exception as exc:  # the local runner raises on some failures even with raise_on_error=False
-        error = str(exc)
-        log.error("pipeline failed: %s", exc)
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _watch_parent(parent: int, token: str) -> None:
+    """In the child: when the parent is gone (killed), stop the whole run and exit."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    stop_marked(token, grace_s=1.0)
+    os._exit(137)
+
+
+def run_local(cfg: Config, data_root: str, run_uri: str, last_weeks: int = 0, fail_on_rejected: bool = True,
+              simulate_if_empty: bool = False, log_path: str | Path | None = None, echo: Callable[[str, bool], None] | None = None,
+              verbose: bool = False) -> dict:
+    """Execute ``servicetime_pipeline`` locally in a child process; return the run summary (also on failure)."""
+    token = os.environ.get(RUN_TOKEN) or uuid.uuid4().hex
+    log_path = Path(log_path or Path(cfg.workspace) / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     storage = Storage()
+    echo = echo or _print
+    progress = Progress(echo, time.perf_counter, lambda step: _record(storage, run_uri, step), cfg.train.epochs,
+                        tty=sys.stdout.isatty())
+    spec = {"config": cfg.model_dump_json(), "data_root": data_root, "run_uri": run_uri, "last_weeks": last_weeks,
+            "fail_on_rejected": fail_on_rejected, "simulate_if_empty": simulate_if_empty, "parent": os.getpid()}
+    started = time.perf_counter()
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(spec, fh)
+    env = {**os.environ, RUN_TOKEN: token, "PYTHONUNBUFFERED": "1"}
+    child = subprocess.Popen([sys.executable, "-m", "pipelines.local", "--child", fh.name], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def stop(signum, frame):
+        echo(f"  stopping the run (signal {signum})", False)
+        stop_marked(token)
+        raise SystemExit(128 + signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with log_path.open("w") as out:
+            for line in child.stdout:
+                out.write(line)
+                progress.feed(line)
+                if verbose:
+                    echo(line.rstrip("\n"), False)
+        child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        Path(fh.name).unlink(missing_ok=True)
+        stop_marked(token)  # whatever of the run outlived it (a Ray worker slow to exit)
     summary_uri = join(run_uri, "summary.json")
-    summary = storage.read_json(summary_uri) if storage.exists(summary_uri) else summarize(run_uri, "FAILED", error)
+    if storage.exists(summary_uri):
+        summary = storage.read_json(summary_uri)
+    else:
+        summary = summarize(run_uri, "FAILED", f"the run's process ended with exit status {child.returncode}")
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
-    summary["artifacts"]["kfp_outputs"] = str(pipeline_root)
+    summary["artifacts"]["kfp_outputs"] = str(Path(cfg.workspace).resolve() / "kfp")
+    summary["artifacts"]["log"] = str(log_path)
+    if summary.get("status") != "SUCCEEDED":
+        summary["failure_tail"] = progress.failure_tail()
     storage.write_json(summary_uri, summary)
     return summary
+
+
+def _record(storage: Storage, run_uri: str, step: str) -> dict | None:
+    uri = join(run_uri, "steps", f"{step}.json")
+    try:
+        return storage.read_json(uri) if storage.exists(uri) else None
+    except Exception:  # a figure for the progress line only; never fails the run
+        return None
+
+
+def _print(text: str, replace: bool) -> None:
+    if replace:
+        sys.stdout.write("\r" + text)
+    else:
+        sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _child(spec_path: str) -> int:
+    from components.config import config_from_json
+    from components.logs import configure
+
+    configure()
+    spec = json.loads(Path(spec_path).read_text())
+    threading.Thread(target=_watch_parent, args=(spec["parent"], os.environ[RUN_TOKEN]), daemon=True).start()
+    try:
+        execute(config_from_json(spec["config"]), spec["data_root"], spec["run_uri"], spec["last_weeks"],
+                spec["fail_on_rejected"], spec["simulate_if_empty"])
+    except Exception as exc:  # the local runner raises on some failures even with raise_on_error=False
+        log.error("pipeline failed: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
+    raise SystemExit(_child(sys.argv[2]))

@@ -1,0 +1,109 @@
+"""`servicetime run` as a person sees it: a short progress story, the failing step's own words,
+and nothing left running when the run is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipelines import local
+from pipelines.progress import Progress
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "components" / "configs" / "tiny.yaml"
+CLI = [sys.executable, "-m", "components.cli", "--config", str(TINY)]
+
+SAMPLE = [
+    "01:51:22.765 - INFO - Executing task \x1b[96m'ingest-op'\x1b[0m",
+    '    "config_json": "{\\"workspace\\": ...}"',
+    "01:51:23.580 - INFO - Task \x1b[96m'ingest-op'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m",
+    "01:51:30.020 - INFO - Executing task \x1b[96m'train-op'\x1b[0m",
+    "    01:51:37 INFO    components.train: epoch 0  train_loss 0.6364  val_mae 91.4 s  (0.1 s)",
+    "    01:51:37 INFO    components.train: epoch 1  train_loss 0.5336  val_mae 87.1 s  (0.0 s)",
+    "01:51:41.179 - INFO - Task \x1b[96m'train-op'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m",
+    "01:51:41.181 - INFO - Executing task \x1b[96m'evaluate-op'\x1b[0m",
+    "    ValueError: the test weeks hold no routes",
+    "01:51:49.403 - INFO - Task \x1b[96m'evaluate-op'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m",
+]
+
+
+def test_progress_turns_the_runner_output_into_one_line_per_step():
+    shown = []
+    records = {"ingest": {"weeks": 12, "rows": 7397, "data_version": "2b9bb7ad57bcc878"},
+               "train": {"best_val_mae_s": 87.1, "best_epoch": 1, "num_workers": 2, "model_version": "3"}}
+    ticks = iter(range(100))
+    p = Progress(lambda text, replace: shown.append(text), lambda: float(next(ticks)), records.get, epochs=2)
+    for line in SAMPLE:
+        p.feed(line)
+    assert shown[1] == "  ok  ingest       1.0 s  12 weeks, 7,397 rows, data 2b9bb7ad"
+    assert any("epochs [########################] 2/2  val MAE 87.1 s (best 87.1 s)" in s for s in shown)
+    assert any(s.startswith("  ok  train") and "2 Ray workers, v3" in s for s in shown)
+    assert shown[-1].startswith("  FAILED evaluate")
+    tail = p.failure_tail()
+    assert tail[0] == "--- last lines of evaluate ---" and tail[-1] == "    ValueError: the test weeks hold no routes"
+
+
+@pytest.mark.slow
+def test_a_tiny_run_prints_at_most_60_lines_and_keeps_the_rest_in_its_log(tmp_path):
+    proc = subprocess.run([*CLI, "--workspace", str(tmp_path / "ws"), "run"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=600)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert proc.returncode == 0, "\n".join(lines[-40:])
+    assert len(lines) <= 60, f"{len(lines)} lines"
+    assert "run SUCCEEDED" in proc.stdout and "  ok  evaluate" in proc.stdout
+    assert not any('"config_json"' in line for line in lines)  # KFP's executor dumps are in the log only
+    log = next((tmp_path / "ws" / "logs").glob("run-*.log")).read_text()
+    assert "Executing task" in log and '"config_json"' in log
+
+
+@pytest.mark.slow
+def test_a_failing_run_shows_the_failing_steps_error(tmp_path):
+    root = tmp_path / "data"
+    (root / "raw").mkdir(parents=True)
+    (root / "raw" / "week_000_2024-01-01.parquet").write_bytes(b"PAR1 truncated in transit")
+    proc = subprocess.run([*CLI, "--workspace", str(tmp_path / "ws"), "run", "--data-root", str(root)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 1
+    assert "  FAILED ingest" in proc.stdout and "--- last lines of ingest ---" in proc.stdout
+    tail = proc.stdout.split("--- last lines of ingest ---", 1)[1]
+    assert "Parquet magic bytes not found" in tail  # the step's own exception, not only "FAILED"
+    assert proc.stdout.count("--- last lines of ingest ---") == 1  # retried, shown once
+
+
+@pytest.mark.slow
+def test_an_empty_given_data_root_is_an_error_not_a_simulation(tmp_path):
+    proc = subprocess.run([*CLI, "--workspace", str(tmp_path / "ws"), "run", "--data-root", str(tmp_path / "typo")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and "no weekly batches under" in proc.stderr and "--simulate-if-empty" in proc.stderr
+    assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_run_leaves_none_of_its_processes(tmp_path):
+    token = uuid.uuid4().hex
+    env = {**os.environ, local.RUN_TOKEN: token}
+    proc = subprocess.Popen([*CLI, "--workspace", str(tmp_path / "ws"), "run", "--workers", "1"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 300
+        for line in proc.stdout:  # wait until training (with its local Ray) is under way
+            if "train     started" in line or time.monotonic() > deadline:
+                break
+        time.sleep(8)
+        assert local.marked(token), "the run should be running"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while local.marked(token) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert local.marked(token) == []
+    finally:
+        proc.kill()
+        local.stop_marked(token, grace_s=1)
