@@ -103,6 +103,20 @@ apt_install() {
   $SUDO DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=$APT_LOCK_TIMEOUT install -y -qq "$@" >/dev/null
 }
 
+# Stateful pods are pinned to the node holding the state folder: this one.
+# Terraform labels it on first boot; clusters from before that, or made by
+# hand, get the label here.
+label_state_node() {
+  [[ "$NODE_LOCAL" == 1 ]] || return 0
+  local node
+  node="$(kc get nodes -o name | grep -x "node/$(hostname)" || true)"
+  if [[ -z "$node" ]]; then
+    echo "WARNING: no node named $(hostname); label the control plane with $(platform state.node_label)=true" >&2
+    return 0
+  fi
+  kc label "$node" "$(platform state.node_label)=true" --overwrite >/dev/null
+}
+
 # The render needs only PyYAML and pydantic, held to the project's lock. A venv
 # left half-made by an interrupted run (no working pip) is made again.
 venv_usable() { "$VENV/bin/python" -m pip --version >/dev/null 2>&1; }
@@ -361,6 +375,7 @@ report() {
 
 main() {
   wait_for_nodes
+  label_state_node
   configure_registry_mirror
   ensure_venv
   fetch_upstream
