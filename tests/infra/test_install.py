@@ -572,3 +572,11 @@ def test_state_folders_job_runs_first_and_gives_each_folder_to_its_pods_user(obj
     roots = [(o["metadata"]["name"], c["name"]) for o in objects for spec in _pod_specs(o) for c in _containers(spec)
              if (c.get("securityContext") or {}).get("runAsUser") == 0]
     assert roots == [(state.PREPARE_JOB, "folders")]
+
+
+def test_no_gpu_pieces_anywhere(objects):
+    """The GPU node option is gone (terraform/README.md says why): nothing in the install asks for one."""
+    import json as _json
+
+    text = _json.dumps(objects)
+    assert "nvidia.com/gpu" not in text and "RuntimeClass" not in {o["kind"] for o in objects}
