@@ -39,7 +39,12 @@ def summarize(run_uri: str, status: str = "SUCCEEDED", error: str | None = None)
         "windows": ev.get("windows"),
         "champion_test": ev.get("champion_test"),
         "verdict": {"blessed": ev.get("blessed"), "reasons": ev.get("reasons", [])},
-        "model": {"name": train.get("model_name"), "version": train.get("model_version"), "uri": train.get("model_uri"),
+        # The registry URI: `servicetime serve --model-uri` and mlflow.pyfunc.load_model accept it (MLflow 3
+        # keeps a model under its own logged-model id, so the run's `runs:/<id>/model` does not resolve).
+        "model": {"name": train.get("model_name"), "version": train.get("model_version"),
+                  "uri": (f"models:/{train['model_name']}/{train['model_version']}"
+                          if train.get("model_name") and train.get("model_version") else train.get("model_uri")),
+                  "logged_model": train.get("model_uri"),
                   "run_id": train.get("run_id"), "champion": (steps["register"] or {}).get("version"),
                   "deployed": deployed.get("version")},
         "training": {k: train.get(k) for k in ("train_seconds", "samples_per_s", "best_val_mae_s", "num_workers", "ray_init_s")},

@@ -62,6 +62,34 @@ def test_a_tiny_run_prints_at_most_60_lines_and_keeps_the_rest_in_its_log(tmp_pa
     log = next((tmp_path / "ws" / "logs").glob("run-*.log")).read_text()
     assert "Executing task" in log and '"config_json"' in log
 
+    # The model URI the summary prints is one that serves (MLflow 3 keeps a model under its own
+    # logged-model id, so a runs:/ URI would not resolve).
+    import json
+
+    import httpx
+
+    from components.s3server import free_port
+
+    uri = json.loads((tmp_path / "ws" / "summary.json").read_text())["model"]["uri"]
+    assert uri.startswith("models:/servicetime/")
+    port = free_port()
+    server = subprocess.Popen([*CLI, "--workspace", str(tmp_path / "ws"), "serve", "--model-uri", uri, "--port",
+                               str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, ready = time.monotonic() + 120, None
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                if ready.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        assert ready is not None and ready.status_code == 200, server.stderr.read() if server.poll() else "not ready"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
 
 @pytest.mark.slow
 def test_a_failing_run_shows_the_failing_steps_error(tmp_path):
