@@ -32,7 +32,7 @@ def test_full_pipeline_registers_and_deploys_a_champion(tmp_path):
     # The registered model and its alias.
     tracking.setup(cfg)
     assert summary["model"]["version"] == tracking.alias_version(cfg, tracking.CHAMPION) == "1"
-    assert summary["model"]["uri"].startswith("runs:/")
+    assert summary["model"]["uri"] == f"models:/servicetime/{summary['model']['version']}"
     # Artifacts where the summary says they are.
     art = summary["artifacts"]
     assert (Path(art["model_bundle"]) / "model.pt").exists()
