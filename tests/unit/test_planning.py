@@ -1,0 +1,32 @@
+"""Window arithmetic of the route plan on a hand-made route."""
+
+import numpy as np
+import pandas as pd
+
+from components import planning as P
+
+
+def test_planned_offsets_add_earlier_service_and_drives_per_route():
+    route = np.array(["a", "a", "a", "b", "b"])
+    service = np.array([100.0, 200.0, 300.0, 50.0, 60.0])
+    drive = np.array([999.0, 10.0, 20.0, 999.0, 30.0])  # the first stop's drive is ignored
+    var = np.array([4.0, 9.0, 16.0, 1.0, 1.0])
+    offset, position, scale = P.planned_offsets(route, service, drive, var)
+    assert offset.tolist() == [0.0, 110.0, 330.0, 0.0, 80.0]
+    assert position.tolist() == [0, 1, 2, 0, 1]
+    expected = np.sqrt([0.0, 4.0 + P.DRIVE_SD_S**2, 13.0 + 2 * P.DRIVE_SD_S**2, 0.0, 1.0 + P.DRIVE_SD_S**2])
+    np.testing.assert_allclose(scale, expected)
+
+
+def test_drive_column_wins_over_the_area_default():
+    f = pd.DataFrame({"area_type": ["urban", "rural", "new"], "drive_s": [100.0, np.nan, np.nan]})
+    assert P.drive_seconds(f).tolist() == [100.0, P.DEFAULT_DRIVE_S["rural"], P.FALLBACK_DRIVE_S]
+    assert P.drive_seconds(f.drop(columns="drive_s"))[0] == P.DEFAULT_DRIVE_S["urban"]
+
+
+def test_quantiles_by_position_bin():
+    w = P.WindowCalibration(level=0.8, bins=[1, 5], q_low=[-1.0, -2.0], q_high=[1.5, 3.0])
+    lo, hi = w.quantiles(np.array([0, 1, 4, 5, 30]))
+    assert lo.tolist() == [-1.0, -1.0, -1.0, -2.0, -2.0]
+    assert hi.tolist() == [1.5, 1.5, 1.5, 3.0, 3.0]
+    assert P.WindowCalibration.from_dict(w.to_dict()) == w
