@@ -128,7 +128,8 @@ def test_sigkill_of_a_run_leaves_none_of_its_processes(tmp_path):
         assert local.marked(token), "the run should be running"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        deadline = time.monotonic() + 5
+        # Within 5 s on an idle machine; a loaded 2-core CI machine once needed longer for Ray's last two.
+        deadline = time.monotonic() + 20
         while local.marked(token) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert local.marked(token) == []
