@@ -76,6 +76,8 @@ class TrainConfig(_Section):
     backend: Literal["local", "kuberay"] = "local"
     checkpoint_uri: str | None = None  # default: <workspace>/checkpoints
     cpus_per_worker: float = 1.0
+    # Overlay <workspace>/tuning/best.json (written by `servicetime tune`) onto these settings when it exists.
+    use_tuned: bool = True
 
 
 class CalibrationConfig(_Section):

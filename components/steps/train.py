@@ -21,6 +21,7 @@ from components.steps import record
 from components.steps.featurize import TRAIN, VAL, VAL_FRAME
 from components.storage import local_path
 from components.train import Arrays, TrainResult, train_in_process, train_with_ray
+from components.tune import apply_tuned
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,21 @@ def fit(cfg: Config, features_dir: Path, run_name: str) -> TrainResult:
 
 def train_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path, data_version: str,
                run_uri: str | None = None) -> dict:
+    """Train, calibrate, log and register a candidate.
+
+    When ``train.use_tuned`` is true and ``<workspace>/tuning/best.json`` exists (written by
+    ``servicetime tune``), its settings are laid over ``cfg.train`` first; the MLflow params and
+    the step record then show the settings actually used, and ``tuned_from`` names the file.
+    """
     features_dir = Path(features_dir)
+    cfg, tuned, tuned_path = apply_tuned(cfg)
+    if tuned:
+        log.info("using tuned settings from %s: %s", tuned_path, ", ".join(f"{k}={v}" for k, v in tuned.items()))
     tracking.setup(cfg)
     run_name = f"train-{time.strftime('%Y%m%d-%H%M%S')}-{data_version[:8]}"
     with mlflow.start_run(run_name=run_name) as run:
         tags = tracking.lineage(cfg, data_version)
-        mlflow.set_tags(tags)
+        mlflow.set_tags(tags | ({"tuned_from": str(tuned_path)} if tuned else {}))
         mlflow.log_params({f"train.{k}": v for k, v in cfg.train.model_dump().items()} |
                           {"split.val_weeks": cfg.split.val_weeks, "split.test_weeks": cfg.split.test_weeks})
         result = fit(cfg, features_dir, run_name)
@@ -83,4 +93,6 @@ def train_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path, da
              result.seconds, result.samples_per_s, result.best_val_mae, tracking.model_name(cfg), version)
     return record(run_uri, "train", {"run_id": run.info.run_id, "model_uri": model_uri, "model_version": version,
                                      "model_name": tracking.model_name(cfg), "bundle": str(bundle),
-                                     "num_workers": result.num_workers, **summary})
+                                     "num_workers": result.num_workers, **summary,
+                                     "train_settings": cfg.train.model_dump(mode="json"),
+                                     "tuned_from": str(tuned_path) if tuned else None})
