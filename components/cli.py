@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -16,6 +17,10 @@ from components.config import Config, load_config
 from components.logs import configure
 
 log = logging.getLogger("servicetime")
+
+# Command groups that live beside their library: each module has add_parser(subparsers).
+COMMAND_GROUPS: tuple[str, ...] = (
+)
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -326,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_parser(sub)
     add_stack_parser(sub)
+    for module in COMMAND_GROUPS:
+        importlib.import_module(module).add_parser(sub)
 
     m = sub.add_parser("model", help="the model registry").add_subparsers(dest="model_command", required=True)
     rb = m.add_parser("rollback", help="move the champion alias back to the previous champion")
