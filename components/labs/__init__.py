@@ -1,0 +1,1 @@
+"""The labs around the notebooks: receipts that prove a lab was done, and (beside them) chaos scenarios."""
