@@ -162,6 +162,9 @@ def _start_ray(cpus: int) -> bool:
 
     if ray.is_initialized():
         return False
+    if os.environ.get("RAY_ADDRESS"):  # inside a RayJob: join its cluster, do not start another
+        ray.init(log_to_driver=False, configure_logging=False)
+        return True
     ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
              configure_logging=False)
     return True
@@ -306,6 +309,54 @@ def render_report(summary: dict, results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summarize_search(cfg: Config, results: list[dict[str, Any]], data_version: str) -> dict[str, Any]:
+    """What the search bought: best trial against trial 0 (the defaults)."""
+    best = min(results, key=lambda t: t["best_val_mae_s"])
+    defaults_mae = results[0]["best_val_mae_s"]
+    return {"trials": len(results), "epochs": cfg.train.epochs, "best_trial": best["trial"],
+            "best_val_mae_s": best["best_val_mae_s"], "defaults_val_mae_s": defaults_mae,
+            "improvement_pct": 100.0 * (defaults_mae - best["best_val_mae_s"]) / defaults_mae,
+            "early_stopped": sum(t["early_stopped"] for t in results), "best_settings": best["settings"],
+            "data_version": data_version}
+
+
+def write_best(path: Path, summary: dict[str, Any], defaults: dict[str, Any], mlflow_run_id: str | None) -> Path:
+    """``best.json``: the settings ``train`` lays over its config, with where they came from."""
+    provenance = {k: summary[k] for k in ("trials", "best_trial", "best_val_mae_s", "defaults_val_mae_s",
+                                          "improvement_pct", "data_version")}
+    provenance |= {"created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "metric": METRIC,
+                   "scheduler": "ASHA", "defaults": defaults, "mlflow_run_id": mlflow_run_id}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"settings": summary["best_settings"], "provenance": provenance}, indent=2) + "\n")
+    return path
+
+
+def search_features(cfg: Config, features: Path, trials: int, storage_dir: Path) -> list[dict[str, Any]]:
+    """The search on prepared features (a featurize step's output folder), on local Ray or a RayJob's."""
+    from components.steps.featurize import TRAIN, VAL
+
+    return run_search((features / TRAIN).read_bytes(), (features / VAL).read_bytes(), _net_dict(cfg, features),
+                      cfg.train, trials, storage_dir)
+
+
+def finish_search(cfg: Config, results: list[dict[str, Any]], data_version: str, started: float) -> dict[str, Any]:
+    """Report, MLflow (the parent run and a child per trial) and ``tuning/best.json`` for finished trials."""
+    out = tuning_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize_search(cfg, results, data_version)
+    report = out / REPORT_FILE
+    report.write_text(render_report(summary, results))
+    path = write_best(out / BEST_FILE, summary, results[0]["settings"], None)
+    parent, children = _log_mlflow(cfg, results, summary, data_version, [path, report])
+    write_best(path, summary, results[0]["settings"], parent)  # again with the run id: best.json names its search
+    summary |= {"best_path": str(path), "report_path": str(report), "mlflow_run_id": parent,
+                "child_run_ids": children, "seconds": time.perf_counter() - started}
+    log.info("tuned %d trials in %.0f s: best val MAE %.1f s vs defaults %.1f s (%.1f %% better); wrote %s",
+             len(results), summary["seconds"], summary["best_val_mae_s"], summary["defaults_val_mae_s"],
+             summary["improvement_pct"], path)
+    return summary
+
+
 def tune_workspace(cfg: Config, data_root: str, trials: int) -> dict[str, Any]:
     """Search the model's settings on the workspace's data; write ``tuning/best.json`` and ``report.md``.
 
@@ -313,36 +364,7 @@ def tune_workspace(cfg: Config, data_root: str, trials: int) -> dict[str, Any]:
     ``improvement_pct``, ``early_stopped``, ``best_settings``, ``best_path``, ``report_path``,
     ``mlflow_run_id`` (the parent run), ``child_run_ids``, ``data_version``, ``seconds``.
     """
-    from components.steps.featurize import TRAIN, VAL
-
     started = time.perf_counter()
     out = tuning_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
     features, version = prepare_features(cfg, data_root, out / "work")
-    results = run_search((features / TRAIN).read_bytes(), (features / VAL).read_bytes(), _net_dict(cfg, features),
-                         cfg.train, trials, out / "ray")
-    best = min(results, key=lambda t: t["best_val_mae_s"])
-    defaults_mae = results[0]["best_val_mae_s"]
-    summary = {"trials": len(results), "epochs": cfg.train.epochs, "best_trial": best["trial"],
-               "best_val_mae_s": best["best_val_mae_s"], "defaults_val_mae_s": defaults_mae,
-               "improvement_pct": 100.0 * (defaults_mae - best["best_val_mae_s"]) / defaults_mae,
-               "early_stopped": sum(t["early_stopped"] for t in results), "best_settings": best["settings"],
-               "data_version": version}
-    report = out / REPORT_FILE
-    report.write_text(render_report(summary, results))
-    path = out / BEST_FILE
-    provenance = {k: summary[k] for k in ("trials", "best_trial", "best_val_mae_s", "defaults_val_mae_s",
-                                          "improvement_pct", "data_version")}
-    provenance |= {"created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "metric": METRIC,
-                   "scheduler": "ASHA", "defaults": results[0]["settings"]}
-    path.write_text(json.dumps({"settings": best["settings"], "provenance": provenance}, indent=2) + "\n")
-    parent, children = _log_mlflow(cfg, results, summary, version, [path, report])
-    summary |= {"best_path": str(path), "report_path": str(report), "mlflow_run_id": parent,
-                "child_run_ids": children, "seconds": time.perf_counter() - started}
-    # Written once more with the run id, so best.json names the search it came from.
-    provenance["mlflow_run_id"] = parent
-    path.write_text(json.dumps({"settings": best["settings"], "provenance": provenance}, indent=2) + "\n")
-    log.info("tuned %d trials in %.0f s: best val MAE %.1f s vs defaults %.1f s (%.1f %% better); wrote %s",
-             len(results), summary["seconds"], summary["best_val_mae_s"], defaults_mae, summary["improvement_pct"],
-             path)
-    return summary
+    return finish_search(cfg, search_features(cfg, features, trials, out / "ray"), version, started)

@@ -1,0 +1,39 @@
+"""Tune: search the model's settings before training (the pipeline's ``tune_trials``; 0 = off)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from components.config import Config
+from components.steps import record
+
+log = logging.getLogger(__name__)
+
+
+def tune_step(cfg: Config, features_dir: str | Path, trials: int, data_version: str,
+              run_uri: str | None = None) -> dict:
+    """Run ``trials`` trials on the prepared features; return (and record) the best settings.
+
+    ``settings_json`` is what the train step lays over its config: the best trial's
+    settings, or ``""`` when tuning is off, so the train step keeps its own (and a
+    ``tuning/best.json`` an earlier ``servicetime tune`` left in the workspace).
+    """
+    if trials <= 0:
+        return record(run_uri, "tune", {"trials": 0, "settings_json": ""})
+    from components import tune
+
+    started = time.perf_counter()
+    features_dir = Path(features_dir)
+    if cfg.train.backend == "kuberay":
+        from components.cluster.tune_job import tune_on_kuberay
+
+        results = tune_on_kuberay(cfg, features_dir, trials, f"{time.strftime('%Y%m%d-%H%M%S')}-{data_version[:8]}")
+    else:
+        results = tune.search_features(cfg, features_dir, trials, tune.tuning_dir(cfg) / "ray")
+    summary = tune.finish_search(cfg, results, data_version, started)
+    keep = ("trials", "best_trial", "best_val_mae_s", "defaults_val_mae_s", "improvement_pct", "early_stopped",
+            "best_settings", "mlflow_run_id", "seconds")
+    return record(run_uri, "tune", {k: summary[k] for k in keep} | {"settings_json": json.dumps(summary["best_settings"])})
