@@ -39,6 +39,21 @@ class StorageConfig(_Section):
     secret_key_env: str = "AWS_SECRET_ACCESS_KEY"
 
 
+class ShiftConfig(_Section):
+    """Silent upstream shifts caught at validation (components.drift.shift_checks)."""
+
+    label_quantile_warn: float = 0.10  # largest |batch quantile / reference quantile - 1| over q10..q90
+    label_quantile_reject: float = 0.20
+    category_psi_warn: float = 0.2  # area_type, building_type, area_id shares against the reference
+    category_psi_reject: float = 1.0
+    unseen_area_warn: float = 0.05  # share of stops in areas the reference never saw (new areas: a warning)
+    known_key_drop_warn: float = 0.5  # known-customer (driver) share below this fraction of the reference's
+    known_key_drop_reject: float = 0.25
+    hour_psi_warn: float = 0.2  # hour-of-day profile (a clock shift)
+    hour_psi_reject: float = 1.0
+    min_rows: int = Field(100, ge=1)  # smaller batches are too noisy to judge
+
+
 class ValidationConfig(_Section):
     min_service_s: float = 20.0  # below: geofence fault (driver never really stopped)
     max_service_s: float = 3600.0  # above: geofence fault (left the van parked in the fence)
@@ -49,6 +64,7 @@ class ValidationConfig(_Section):
     psi_warn: float = 0.2
     psi_reject: float = 1.0
     max_uncoercible_ratio: float = 0.5  # above: the column is mistyped, not a few bad cells
+    shifts: ShiftConfig = ShiftConfig()
 
 
 class SplitConfig(_Section):
@@ -142,6 +158,21 @@ class RetrainConfig(_Section):
     error_growth: float = 0.15  # champion MAE this much above its eval MAE triggers retrain
 
 
+class MonitorConfig(_Section):
+    """The prediction log and online quality (components.serving.predlog, components.monitor)."""
+
+    log_predictions: bool = True
+    prediction_log_uri: str | None = None  # default: <workspace>/predictions (cluster: s3://<data bucket>/predictions)
+    log_flush_rows: int = Field(20_000, ge=1)
+    log_flush_s: float = Field(5.0, gt=0)
+    log_queue: int = Field(10_000, ge=1)
+    report_uri: str | None = None  # default: <workspace>/monitor
+    min_slice_rows: int = Field(50, ge=1)
+    # Retraining triggers from online figures (components.loop).
+    slice_bias_growth_s: float = 20.0  # a slice's online bias this far from its bias at evaluation
+    unseen_area_share: float = 0.05  # share of stops in areas the model never saw
+
+
 class Config(_Section):
     workspace: str = "workspace"
     data: DataConfig = DataConfig()
@@ -155,6 +186,7 @@ class Config(_Section):
     serve: ServeConfig = ServeConfig()
     deploy: DeployConfig = DeployConfig()
     retrain: RetrainConfig = RetrainConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     def hash(self) -> str:
         """A short content hash of the effective config, recorded as lineage."""
