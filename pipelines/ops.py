@@ -63,15 +63,33 @@ def features_op(config_json: str, run_uri: str, job_id: str, clean: Input[Datase
 
 
 @component
-def train_op(config_json: str, num_workers: int, epochs: int, data_version: str, run_uri: str, job_id: str,
-             features: Input[Dataset], model: Output[Model], metrics: Output[Metrics]) -> NamedTuple("TrainOutputs", [("run_id", str), ("model_version", str)]):
+def tune_op(config_json: str, tune_trials: int, num_workers: int, epochs: int, data_version: str, run_uri: str,
+            job_id: str, features: Input[Dataset]) -> str:
     from pipelines.run_uri import resolve
 
     run_uri = resolve(run_uri, job_id)
     from components.config import config_with
-    from components.steps.train import train_step
+    from components.steps.tune import tune_step
 
     cfg = config_with(config_json, {"train.num_workers": num_workers, "train.epochs": epochs})
+    return tune_step(cfg, features.path, tune_trials, data_version, run_uri)["settings_json"]
+
+
+@component
+def train_op(config_json: str, num_workers: int, epochs: int, tuned_json: str, data_version: str, run_uri: str,
+             job_id: str, features: Input[Dataset], model: Output[Model],
+             metrics: Output[Metrics]) -> NamedTuple("TrainOutputs", [("run_id", str), ("model_version", str)]):
+    from pipelines.run_uri import resolve
+
+    run_uri = resolve(run_uri, job_id)
+    import json
+
+    from components.config import config_with
+    from components.steps.train import train_step
+
+    # The tune step's best settings (empty when tuning is off) go under the pipeline's own knobs.
+    tuned = {f"train.{k}": v for k, v in (json.loads(tuned_json) if tuned_json else {}).items()}
+    cfg = config_with(config_json, tuned | {"train.num_workers": num_workers, "train.epochs": epochs})
     out = train_step(cfg, features.path, model.path, data_version, run_uri)
     model.metadata.update({"model_uri": out["model_uri"], "version": out["model_version"], "run_id": out["run_id"]})
     for key in ("best_val_mae_s", "train_seconds", "samples_per_s"):

@@ -1,4 +1,4 @@
-"""The DAG: ingest -> validate -> features -> train -> evaluate -> if blessed: register -> deploy.
+"""The DAG: ingest -> validate -> features -> tune (tune_trials > 0) -> train -> evaluate -> if blessed: register -> deploy.
 
 An exit handler records the run's outcome whatever happens; steps that touch
 the network retry with backoff; caching is off because the inputs are URIs
@@ -45,6 +45,7 @@ def make_pipeline(hook: TaskHook | None = None, name: str = "servicetime", defau
         last_weeks: int = 0,
         num_workers: int = 2,
         epochs: int = 12,
+        tune_trials: int = 0,
         min_improvement: float = 0.10,
         max_slice_regression: float = 0.10,
         fail_on_rejected: bool = True,
@@ -57,7 +58,13 @@ def make_pipeline(hook: TaskHook | None = None, name: str = "servicetime", defau
             validate = task(ops.validate_op(config_json=config_json, data_root=data_root, data_version=ingest.outputs["Output"],
                                             fail_on_rejected=fail_on_rejected, run_uri=run_uri, job_id=JOB_ID))
             features = task(ops.features_op(config_json=config_json, run_uri=run_uri, job_id=JOB_ID, clean=validate.outputs["clean"]))
+            # Always a step (it returns at once when tune_trials is 0): KFP cannot pass a
+            # conditional step's output to one outside its branch.
+            tune = task(ops.tune_op(config_json=config_json, tune_trials=tune_trials, num_workers=num_workers,
+                                    epochs=epochs, data_version=validate.outputs["Output"], run_uri=run_uri,
+                                    job_id=JOB_ID, features=features.outputs["features"]))
             train = task(ops.train_op(config_json=config_json, num_workers=num_workers, epochs=epochs,
+                                      tuned_json=tune.output,
                                       data_version=validate.outputs["Output"], run_uri=run_uri, job_id=JOB_ID,
                                       features=features.outputs["features"]), retry=True)
             evaluate = task(ops.evaluate_op(config_json=config_json, min_improvement=min_improvement,

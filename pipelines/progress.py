@@ -16,7 +16,8 @@ TASK_START = re.compile(r"Executing task '([\w-]+)'")
 TASK_END = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
 EPOCH = re.compile(r"components\.train: epoch (\d+)\b.*?val_mae ([\d.]+) s")
 # KFP task names -> the step record each writes (pipelines/ops.py -> components/steps).
-STEPS = {"ingest-op": "ingest", "validate-op": "validate", "features-op": "features", "train-op": "train",
+STEPS = {"ingest-op": "ingest", "validate-op": "validate", "features-op": "features", "tune-op": "tune",
+         "train-op": "train",
          "evaluate-op": "evaluate", "register-op": "register", "deploy-op": "deploy", "summary-op": "summary"}
 TAIL_LINES = 15  # of a failing step's output, shown on the terminal
 
@@ -38,6 +39,11 @@ def headline(step: str, rec: dict | None) -> str:
         if step == "features":
             rows = rec["rows"]
             return ", ".join(f"{k} {v:,}" for k, v in rows.items()) + " rows" if isinstance(rows, dict) else f"{rows:,} rows"
+        if step == "tune":
+            if not rec.get("trials"):
+                return "off (tune_trials 0)"
+            return (f"{rec['trials']} trials, best val MAE {rec['best_val_mae_s']:.1f} s vs defaults "
+                    f"{rec['defaults_val_mae_s']:.1f} s ({rec['improvement_pct']:+.1f} %)")
         if step == "train":
             where = f"{rec['num_workers']} Ray workers" if rec["num_workers"] else "in-process"
             return f"best val MAE {rec['best_val_mae_s']:.1f} s (epoch {rec['best_epoch']}), {where}, v{rec['model_version']}"

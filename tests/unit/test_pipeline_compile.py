@@ -6,7 +6,7 @@ from components.config import load_config
 from components.platform import platform
 from pipelines.submit import cluster_config, compile_cluster_pipeline, compile_pipeline
 
-TASKS = {"ingest-op", "validate-op", "features-op", "train-op", "evaluate-op", "register-op", "deploy-op", "summary-op"}
+TASKS = {"ingest-op", "validate-op", "features-op", "tune-op", "train-op", "evaluate-op", "register-op", "deploy-op", "summary-op"}
 
 
 def load(path):
@@ -43,7 +43,12 @@ def test_compiled_pipeline_structure(tmp_path):
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {platform().image.ref}
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert {"data_root", "run_uri", "num_workers", "epochs", "min_improvement", "last_weeks"} <= set(params)
+    assert {"data_root", "run_uri", "num_workers", "epochs", "min_improvement", "last_weeks", "tune_trials"} <= set(params)
+    assert params["tune_trials"]["defaultValue"] == 0  # tuning is off unless a user asks for trials
+    # The tune step sits between features and train; train reads its best settings.
+    assert "features-op" in tasks["tune-op"]["dependentTasks"] and "tune-op" in tasks["train-op"]["dependentTasks"]
+    tuned = tasks["train-op"]["inputs"]["parameters"]["tuned_json"]["taskOutputParameter"]
+    assert tuned == {"producerTask": "tune-op", "outputParameterKey": "Output"}
 
 
 def test_cluster_build_injects_services_and_secret(tmp_path):
