@@ -13,12 +13,18 @@ Writing the same batches twice yields the same version and writes nothing new.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import io
+import logging
+from dataclasses import dataclass, field
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from components.schema import SCHEMA_VERSION
 from components.storage import Storage, StorageError, join
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,8 @@ class Manifest:
     schema_version: str
     parent: str | None
     kind: str = "raw"
+    # Batches whose bytes are kept in the version but cannot be parsed (name -> why); validation rejects them.
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -44,11 +52,13 @@ class Manifest:
             "weeks": len(self.batches),
             "schema_version": self.schema_version,
             "parent": self.parent,
+            "unreadable": self.unreadable,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Manifest:
-        return cls(d["version"], d["batches"], d["batch_hashes"], d["schema_version"], d.get("parent"), d.get("kind", "raw"))
+        return cls(d["version"], d["batches"], d["batch_hashes"], d["schema_version"], d.get("parent"), d.get("kind", "raw"),
+                   d.get("unreadable") or {})
 
 
 def content_version(batch_hashes: dict[str, str], kind: str = "raw") -> str:
@@ -93,15 +103,19 @@ class DatasetStore:
         manifest_uri = join(self.version_uri(version), "manifest.json")
         if self.storage.exists(manifest_uri):
             return self.manifest(version)  # same content, same version: nothing to write
-        import pyarrow.parquet as pq
-        import io
-
-        rows = {name: pq.read_metadata(io.BytesIO(data)).num_rows for name, data in batches.items()}
+        rows, unreadable = {}, {}
+        for name, data in batches.items():
+            try:
+                rows[name] = pq.read_metadata(io.BytesIO(data)).num_rows
+            except (pa.ArrowException, OSError, ValueError) as exc:  # pyarrow's message does not name the file
+                rows[name], unreadable[name] = 0, f"{name}.parquet is not readable Parquet ({exc})"
+                log.warning("batch %s: %s", name, unreadable[name])
         for name, data in batches.items():
             self.storage.write_bytes(join(self.version_uri(version), f"{name}.parquet"), data)
         if parent is None and kind == "raw":
             parent = self.latest()
-        manifest = Manifest(version, dict(sorted(rows.items())), dict(sorted(hashes.items())), SCHEMA_VERSION, parent, kind)
+        manifest = Manifest(version, dict(sorted(rows.items())), dict(sorted(hashes.items())), SCHEMA_VERSION, parent, kind,
+                            dict(sorted(unreadable.items())))
         self.storage.write_json(manifest_uri, manifest.to_dict())  # written last: marks the version complete
         if kind == "raw":
             self.storage.write_text(join(self.root, "datasets", "LATEST"), version + "\n")

@@ -8,9 +8,11 @@ environment (``AWS_ENDPOINT_URL`` or ``MLFLOW_S3_ENDPOINT_URL``,
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +25,21 @@ import pyarrow.parquet as pq
 
 class StorageError(RuntimeError):
     """A storage operation failed; the message names the URI."""
+
+
+# An S3 outage must fail a call within seconds, not the minio client's 5-minute default timeouts.
+S3_CONNECT_TIMEOUT_S = 5.0
+S3_READ_TIMEOUT_S = 60.0
+S3_RETRIES = 2  # on top of the first attempt, with a short backoff
+
+
+def disk_full(exc: BaseException) -> bool:
+    """The error (or one it came from) is ENOSPC/EDQUOT: retrying the same write cannot help."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @dataclass(frozen=True)
@@ -47,16 +64,61 @@ def s3_settings_from_env(endpoint_url: str | None = None, region: str = "us-east
 
 @lru_cache(maxsize=8)
 def _client(settings: S3Settings):
+    import urllib3
     from minio import Minio
 
     parsed = urlparse(settings.endpoint_url)
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=S3_CONNECT_TIMEOUT_S, read=S3_READ_TIMEOUT_S),
+        retries=urllib3.Retry(total=S3_RETRIES, backoff_factor=0.5, status_forcelist=[500, 502, 503, 504]),
+        maxsize=10,
+    )
     return Minio(
         parsed.netloc,
         access_key=settings.access_key or None,
         secret_key=settings.secret_key or None,
         secure=parsed.scheme == "https",
         region=settings.region,
+        http_client=http,
     )
+
+
+def s3_reachable(endpoint_url: str, timeout_s: float = 3.0) -> str | None:
+    """None when the S3 endpoint answers HTTP at all (any status), else why not: the pre-flight check."""
+    import httpx
+
+    try:
+        httpx.get(endpoint_url, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write through a temporary file in the same folder and rename it over ``path``.
+
+    The temporary name is unique (two writers never share it), and it is removed when
+    the write fails (a full disk leaves no half file and no ``.tmp``). ``mode`` sets the
+    permissions before any byte is written (0o600 for a file holding a secret).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode if mode is not None else 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def is_s3(uri: str) -> bool:
@@ -99,11 +161,10 @@ class Storage:
             except Exception as exc:  # the minio client raises several unrelated types
                 raise StorageError(f"cannot write {uri}: {exc}") from exc
             return
-        path = local_path(uri)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)  # atomic: a reader never sees half a file
+        try:
+            write_atomic(local_path(uri), data)  # a reader never sees half a file
+        except OSError as exc:
+            raise StorageError(f"cannot write {uri}: {exc.strerror or exc}") from exc
 
     def read_bytes(self, uri: str) -> bytes:
         if is_s3(uri):
@@ -125,11 +186,17 @@ class Storage:
     def exists(self, uri: str) -> bool:
         if is_s3(uri):
             bucket, key = _split_s3(uri)
+            from minio.error import S3Error
+
             try:
                 self._s3().stat_object(bucket, key)
                 return True
-            except Exception:
-                return False
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"):
+                    return False
+                raise StorageError(f"cannot check {uri}: {exc}") from exc
+            except Exception as exc:  # an unreachable endpoint is not "absent"
+                raise StorageError(f"cannot check {uri}: {exc}") from exc
         return local_path(uri).exists()
 
     def list(self, prefix_uri: str, suffix: str = "") -> list[str]:
@@ -153,6 +220,25 @@ class Storage:
             for p in root.rglob("*")
             if p.is_file() and p.name.endswith(suffix) and not p.name.endswith(".tmp")
         )
+
+    def delete_prefix(self, prefix_uri: str) -> int:
+        """Remove every object under a prefix (a folder, locally); returns how many files went."""
+        if is_s3(prefix_uri):
+            items = self.list(prefix_uri)
+            client = self._s3()
+            for item in items:
+                bucket, key = _split_s3(item)
+                try:
+                    client.remove_object(bucket, key)
+                except Exception as exc:
+                    raise StorageError(f"cannot delete {item}: {exc}") from exc
+            return len(items)
+        import shutil
+
+        root = local_path(prefix_uri)
+        count = sum(1 for p in root.rglob("*") if p.is_file()) if root.is_dir() else 0
+        shutil.rmtree(root, ignore_errors=True)
+        return count
 
     def write_json(self, uri: str, obj: Any) -> None:
         self.write_bytes(uri, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())

@@ -11,6 +11,10 @@ Two levels, both driven by the declared schema in ``components.schema``:
   distribution far from the reference (PSI), or too many bad rows. The whole
   batch is rejected, every row goes to quarantine with the reason.
 
+Columns the schema does not declare are reported as a warning and dropped from
+the accepted rows (the quarantine keeps the batch as it came). A file that cannot
+be read at all is a rejected batch too (``unreadable_batch``): named, counted, kept.
+
 Always: ``rows_in == rows_accepted + rows_quarantined``.
 """
 
@@ -26,7 +30,7 @@ from pandera.errors import SchemaErrors
 
 from components.config import ValidationConfig
 from components.drift import Reference, psi_by_feature
-from components.schema import COLUMNS, ID, LABEL, TIMESTAMP, Column
+from components.schema import COLUMN_NAMES, COLUMNS, ID, LABEL, TIMESTAMP, Column
 
 REASON = "quarantine_reason"
 
@@ -126,10 +130,16 @@ def validate_batch(
     warnings: list[str] = []
 
     missing = [c.name for c in COLUMNS if c.name not in frame.columns]
+    extra = [str(c) for c in frame.columns if c not in COLUMN_NAMES]
+    if extra:  # a feed that grew a field: say so, but train only on what the schema declares
+        warnings.append(f"unexpected column(s) {', '.join(extra)}: not in the schema, dropped from the clean data")
     if missing:
-        return _reject(frame, [f"missing columns: {', '.join(missing)}"], batch)
+        result = _reject(frame, [f"missing columns: {', '.join(missing)}"], batch)
+        result.warnings = warnings
+        return result
     if rows_in == 0:
         return _reject(frame, ["empty batch"], batch)
+    received, frame = frame, frame.drop(columns=extra)
 
     typed, row_reasons, type_errors = _coerce(frame, cfg)
     errors += type_errors
@@ -181,11 +191,11 @@ def validate_batch(
         errors.append(f"{bad_share:.0%} of rows fail row checks (limit {cfg.max_quarantine_ratio:.0%})")
 
     if errors:
-        result = _reject(frame, errors, batch, row_reasons)
+        result = _reject(received, errors, batch, row_reasons)
         result.warnings, result.drift_psi = warnings, psi
         return result
     bad_idx = sorted(row_reasons)
-    quarantined = frame.iloc[bad_idx].copy()
+    quarantined = received.iloc[bad_idx].copy()
     quarantined[REASON] = ["; ".join(row_reasons[i]) for i in bad_idx]
     accepted = typed.drop(index=bad_idx)
     return ValidationResult(rows_in, accepted.reset_index(drop=True), quarantined.reset_index(drop=True),
@@ -199,6 +209,12 @@ def _reject(frame: pd.DataFrame, errors: list[str], batch: str, row_reasons: dic
     head = f"batch rejected: {errors[0]}"
     quarantined[REASON] = ["; ".join([head, *row_reasons.get(i, [])]) for i in range(len(frame))]
     return ValidationResult(len(frame), frame.iloc[0:0].copy(), quarantined, list(errors), [], {}, batch)
+
+
+def unreadable_batch(batch: str, error: str) -> ValidationResult:
+    """A batch whose file cannot be parsed: rejected by name with no rows (its bytes stay in the dataset version)."""
+    return ValidationResult(0, pd.DataFrame(columns=list(COLUMN_NAMES)), pd.DataFrame(columns=[*COLUMN_NAMES, REASON]),
+                            [f"unreadable file: {error}"], [], {}, batch)
 
 
 def render_markdown(reports: list[dict]) -> str:
@@ -217,5 +233,5 @@ def render_markdown(reports: list[dict]) -> str:
     if problems:
         lines += ["", "## Rejected batches", ""] + [f"- {b}: {e}" for b, e in problems]
     if warns:
-        lines += ["", "## Drift warnings", ""] + [f"- {b}: {w}" for b, w in warns[:20]]
+        lines += ["", "## Warnings", ""] + [f"- {b}: {w}" for b, w in warns[:20]]
     return "\n".join(lines) + "\n"

@@ -13,8 +13,13 @@ from components.datasets import DatasetStore
 from components.drift import Reference, build_reference
 from components.simulator import to_parquet_bytes
 from components.steps import record
-from components.storage import join
-from components.validation import ValidationResult, render_markdown, validate_batch
+from components.storage import StorageError, join
+from components.validation import (
+    ValidationResult,
+    render_markdown,
+    unreadable_batch,
+    validate_batch,
+)
 
 log = logging.getLogger(__name__)
 REFERENCE_WEEKS = 4
@@ -24,9 +29,18 @@ class ValidationFailed(RuntimeError):
     """A batch was rejected; the message lists every reason. Nothing was lost: see the quarantine."""
 
 
+def _check(store: DatasetStore, version: str, batch: str, cfg: Config, reference: Reference | None) -> ValidationResult:
+    """One batch; a file that cannot be read is a rejected batch named in the report, not a crash of the run."""
+    try:
+        frame = store.read_batch(version, batch)
+    except StorageError as exc:
+        return unreadable_batch(batch, str(exc))
+    return validate_batch(frame, cfg.validation, reference, batch=batch)
+
+
 def _reference(store: DatasetStore, version: str, batches: list[str], cfg: Config) -> Reference:
     """Without a published reference, the first weeks' accepted rows serve as one."""
-    head = [validate_batch(store.read_batch(version, b), cfg.validation, None, batch=b) for b in batches[:REFERENCE_WEEKS]]
+    head = [_check(store, version, b, cfg, None) for b in batches[:REFERENCE_WEEKS]]
     rows = [r.accepted_rows for r in head if r.accepted]
     if not rows:
         raise ValidationFailed(f"no usable reference: the first {REFERENCE_WEEKS} batches were all rejected")
@@ -41,8 +55,11 @@ def validate_dataset(cfg: Config, data_root: str, version: str, out_dir: str | P
     reference = reference or _reference(store, version, batches, cfg)
     results: list[ValidationResult] = []
     for i, batch in enumerate(batches):
-        res = validate_batch(store.read_batch(version, batch), cfg.validation, reference, batch=batch)
+        res = _check(store, version, batch, cfg, reference)
         results.append(res)
+        if res.errors and res.errors[0].startswith("unreadable file"):  # keep the file itself in quarantine
+            store.storage.write_bytes(join(data_root, "quarantine", version, f"{batch}.unreadable.parquet"),
+                                      store.storage.read_bytes(join(store.version_uri(version), f"{batch}.parquet")))
         if len(res.quarantined_rows):
             store.storage.write_bytes(join(data_root, "quarantine", version, f"{batch}.parquet"),
                                       to_parquet_bytes(res.quarantined_rows))
