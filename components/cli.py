@@ -20,6 +20,7 @@ log = logging.getLogger("servicetime")
 
 # Command groups that live beside their library: each module has add_parser(subparsers).
 COMMAND_GROUPS: tuple[str, ...] = (
+    "components.monitor_cli",
     "components.labs.cli",
 )
 
