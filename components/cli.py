@@ -100,6 +100,39 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
     return 0 if result.accepted else 1
 
 
+def cmd_data_orders(args: argparse.Namespace) -> int:
+    from components.datasets import DatasetStore
+    from components.planning import simulated_orders
+    from components.storage import Storage
+
+    cfg = _config(args)
+    week = args.week if args.week is not None else len(DatasetStore(_data_root(cfg, args)).raw_batches()) or cfg.data.weeks
+    orders = simulated_orders(cfg.data, week, keep_labels=args.with_labels)
+    Storage().write_parquet(args.out, orders)
+    print(f"week {week}: {len(orders):,} planned stops on {orders['route_id'].nunique():,} routes -> {args.out}"
+          + (" (with labels, to measure coverage)" if args.with_labels else ""))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from components.planning import plan_file
+
+    cfg = _config(args)
+    s = plan_file(cfg, args.orders, args.out, model_uri=args.model_uri, calibration_uri=args.calibration)
+    print(f"planned {s['stops']:,} stops on {s['routes']:,} routes with model v{s['model_version']} -> {s['out']}")
+    line = f"  arrival windows at {s['level']:.0%} (calibration: {s['window_calibration']})"
+    if s["window_coverage"]:
+        c = s["window_coverage"]
+        line += (f"; on these stops' real arrivals: coverage {c['coverage']:.1%}, early {c['early_share']:.1%}, "
+                 f"late {c['late_share']:.1%}, mean width {c['mean_width_s'] / 60:.0f} min")
+    print(line)
+    if args.summary:
+        from components.storage import Storage
+
+        Storage().write_json(args.summary, s)
+    return 0
+
+
 # --- pipeline ---------------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -297,6 +330,22 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--report", help="where to write the JSON report (a .md summary goes beside it)")
     v.add_argument("--quarantine", help="where to write quarantined rows (Parquet)")
     v.set_defaults(func=cmd_data_validate)
+
+    o = data.add_parser("orders", help="simulate next week's planned stops (the input of `plan`)")
+    o.add_argument("--out", required=True, help="Parquet URI to write")
+    o.add_argument("--week", type=int, help="week index (default: the week after the data under --data-root)")
+    o.add_argument("--data-root", help="dataset root URI (default: <workspace>/data)")
+    o.add_argument("--with-labels", action="store_true", help="keep the real service times, to measure coverage")
+    o.set_defaults(func=cmd_data_orders)
+
+    pl = sub.add_parser("plan", help="score planned stops in batch: service times, intervals, arrival windows")
+    pl.add_argument("--orders", required=True, help="Parquet of planned stops: planning columns plus delivery_id")
+    pl.add_argument("--out", required=True, help="Parquet URI for the plan (one row per stop, in route order)")
+    pl.add_argument("--model-uri", help="a model URI or bundle path (default: the registry's champion)")
+    pl.add_argument("--calibration", help="labelled held-out weeks (Parquet) to fit the windows on "
+                                          "(default: the calibration saved with the model)")
+    pl.add_argument("--summary", help="also write the summary as JSON here")
+    pl.set_defaults(func=cmd_plan)
 
     r = sub.add_parser("run", help="run the whole pipeline on the embedded default")
     r.add_argument("--data-root", help="dataset root URI (default: <workspace>/data)")

@@ -52,7 +52,7 @@ import pandas as pd
 
 from components.bundle import Predictor, find_bundle
 from components.calibration import conformal_bounds
-from components.config import Config
+from components.config import Config, DataConfig
 from components.schema import ID, LABEL, PLANNING_COLUMNS, TIMESTAMP
 from components.storage import Storage
 
@@ -191,6 +191,13 @@ def save_window_calibration(bundle_dir: str | Path, window: WindowCalibration) -
     return path
 
 
+def calibrate_windows(bundle_dir: str | Path, val: pd.DataFrame, level: float) -> WindowCalibration:
+    """Fit the arrival windows on the validation weeks with the bundle's own predictor; save it in the bundle."""
+    window = fit_window_calibration(val, Predictor.load(bundle_dir), level)
+    save_window_calibration(bundle_dir, window)
+    return window
+
+
 def load_window_calibration(bundle_dir: str | Path) -> WindowCalibration | None:
     path = find_bundle(bundle_dir) / WINDOW_FILE
     return WindowCalibration.from_dict(json.loads(path.read_text())) if path.exists() else None
@@ -210,6 +217,17 @@ def load_model(cfg: Config, model_uri: str | None = None) -> tuple[Predictor, Pa
     p = Predictor.load(d)
     version = tracking.alias_version(cfg, tracking.CHAMPION) if model_uri is None else None
     return p, d, str(version or p.version)
+
+
+def simulated_orders(data: DataConfig, week: int, keep_labels: bool = False) -> pd.DataFrame:
+    """Week ``week`` of the simulator as planned orders: the planning columns, ``delivery_id`` and
+    ``route_start``; the labels (``service_time_s``) only with ``keep_labels`` (to measure coverage)."""
+    from components.simulator import build_population, generate_week
+
+    frame = route_order(generate_week(data, build_population(data), week))
+    frame["route_start"] = pd.to_datetime(frame.groupby("route_id")[TIMESTAMP].transform("first"), utc=True)
+    keep = [ID, *PLANNING_COLUMNS, "route_start"] + ([LABEL] if keep_labels else [])
+    return frame[keep]
 
 
 def plan_file(cfg: Config, orders_uri: str, out_uri: str, model_uri: str | None = None,
@@ -247,4 +265,4 @@ def plan_file(cfg: Config, orders_uri: str, out_uri: str, model_uri: str | None 
 
 
 __all__ = ["WindowCalibration", "DEFAULT_DRIVE_S", "drive_seconds", "planned_offsets", "fit_window_calibration",
-           "plan_routes", "window_coverage", "save_window_calibration", "load_window_calibration", "plan_file"]
+           "plan_routes", "window_coverage", "calibrate_windows", "simulated_orders", "save_window_calibration", "load_window_calibration", "plan_file"]

@@ -16,6 +16,7 @@ from components.config import Config
 from components.drift import Reference
 from components.features import FeatureTransform
 from components.model import NetConfig
+from components.planning import calibrate_windows
 from components.schema import FEATURES
 from components.steps import record
 from components.steps.featurize import TRAIN, VAL, VAL_FRAME
@@ -83,7 +84,10 @@ def train_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path, da
             pd.read_parquet(features_dir / "customer_history.parquet"),
             Reference.from_dict(json.loads((features_dir / "reference.json").read_text())), metadata)
         # Before logging: the registered model carries its mean correction and interval calibration.
-        calibration = calibrate_bundle(bundle, pd.read_parquet(features_dir / VAL_FRAME), cfg.calibration)["model"]
+        val_frame = pd.read_parquet(features_dir / VAL_FRAME)
+        calibration = calibrate_bundle(bundle, val_frame, cfg.calibration)["model"]
+        window = calibrate_windows(bundle, val_frame, cfg.calibration.interval_nominal)  # for `servicetime plan`
+        mlflow.log_metrics({f"window_q_high_bin{i}": q for i, q in enumerate(window.q_high)})
         mlflow.log_metrics({"calibration_factor": calibration.factor["*"],
                             "interval_low_ratio": calibration.low_ratio["*"],
                             "interval_high_ratio": calibration.high_ratio["*"]})
