@@ -22,6 +22,7 @@ log = logging.getLogger("servicetime")
 COMMAND_GROUPS: tuple[str, ...] = (
     "components.monitor_cli",
     "components.labs.cli",
+    "components.labs.chaos_cli",
 )
 
 
