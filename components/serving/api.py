@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
-from components.schema import COLUMNS, Column
+from components.schema import COLUMNS, ID, Column
 
 MAX_STRING = 256  # ids and hashes are short; this bounds what one field can cost
 # Planned arrivals outside this range are typing mistakes (and outside what
@@ -68,11 +68,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
+# Optional, not a feature: echoed in the answer and written to the prediction log, so the
+# label that arrives a week later can be joined to what was predicted.
+DELIVERY_ID_FIELD = (Annotated[str, Field(min_length=1, max_length=MAX_STRING)] | None,
+                     Field(None, description="the delivery's id, echoed in the answer and logged for the labels join"))
+
 Stop = create_model(
     "Stop",
     __base__=_Strict,
-    __doc__="One planned stop: the planning-time columns of the data schema.",
+    __doc__="One planned stop: the planning-time columns of the data schema (and, optionally, its delivery_id).",
     **{c.name: _field(c) for c in PLANNING},
+    **{ID: DELIVERY_ID_FIELD},
 )
 
 
@@ -92,6 +98,7 @@ class Prediction(BaseModel):
     low_s: float = Field(description="lower end of the calibrated central interval (nominal 80 % by default)")
     high_s: float = Field(description="upper end of the calibrated central interval")
     source: Literal["model", "fallback"] = Field(description="the learned model or the business-logic rules")
+    delivery_id: str | None = Field(None, description="the stop's delivery_id, when the request carried one")
 
 
 class PredictResponse(BaseModel):
@@ -105,12 +112,14 @@ class ErrorResponse(BaseModel):
 
 
 _GETTERS = {name: attrgetter(name) for name in FIELD_NAMES}
+_GET_ID = attrgetter(ID)
 
 
 def to_columns(stops: list[BaseModel]) -> dict[str, Any]:
     """Validated stops as columns: numbers as float arrays (None -> NaN), the rest as lists.
 
-    ``delivered_at`` becomes epoch seconds (float, UTC).
+    ``delivered_at`` becomes epoch seconds (float, UTC); ``delivery_id`` (a list, None where not
+    sent) rides along for the answer and the prediction log, and is no feature.
     """
     out: dict[str, Any] = {}
     for column in PLANNING:
@@ -121,4 +130,5 @@ def to_columns(stops: list[BaseModel]) -> dict[str, Any]:
             out[column.name] = np.array([get(s) for s in stops], dtype=float)
         else:
             out[column.name] = [get(s) for s in stops]
+    out[ID] = list(map(_GET_ID, stops))
     return out

@@ -4,7 +4,12 @@
     app_from_env()         the same, for ``uvicorn --factory`` (settings from the environment)
 
 Endpoints: ``POST /predict``, ``GET /healthz`` (alive), ``GET /readyz`` (200 only with a
-model loaded), ``GET /metrics`` (Prometheus).
+model loaded), ``GET /metrics`` (Prometheus). With ``SERVICETIME_API_TOKEN`` set in the
+environment, ``/predict`` requires ``Authorization: Bearer <token>`` (401 otherwise); the
+probes, ``/metrics`` and the API docs stay open (the kubelet and Prometheus carry no token).
+
+Every answered stop goes to the prediction log (``components.serving.predlog``), written
+by a background thread; a stop may carry its ``delivery_id``, which is echoed and logged.
 
 A composed system: when no model is loaded, or the model fails on a request, or it
 returns a non-finite number for a stop, that stop is answered by the
@@ -18,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
 import json
 import logging
+import os
 import time
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,9 +40,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from components.baseline import BusinessLogicModel
+from components.schema import ID
 from components.serving import metrics as mx
 from components.serving.api import ErrorResponse, PredictResponse, request_model, to_columns
 from components.serving.loader import LoadedModel, ModelHolder, ModelSource
+from components.serving.predlog import PredictionLog, Served
 from components.serving.scorer import columns_to_frame
 from components.serving.settings import ServerSettings
 
@@ -43,6 +52,7 @@ log = logging.getLogger(__name__)
 
 PREDICT, HEALTHZ, READYZ, METRICS = "/predict", "/healthz", "/readyz", "/metrics"
 ENDPOINTS = (PREDICT, HEALTHZ, READYZ, METRICS, "/docs", "/openapi.json")
+TOKEN_ENV = "SERVICETIME_API_TOKEN"
 MAX_REPORTED_ERRORS = 20
 _JSON = "application/json"
 
@@ -50,9 +60,10 @@ _JSON = "application/json"
 class ApiError(Exception):
     """A request the server refuses: status, one-line message, optional field errors."""
 
-    def __init__(self, status: int, detail: str, errors: list[dict] | None = None):
+    def __init__(self, status: int, detail: str, errors: list[dict] | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(detail)
-        self.status, self.detail, self.errors = status, detail, errors or []
+        self.status, self.detail, self.errors, self.headers = status, detail, errors or [], headers
 
 
 def _loc(loc: tuple) -> str:
@@ -101,6 +112,13 @@ class ServerState:
             settings.reload_interval_s, on_loaded=self._on_loaded,
             on_result=lambda ok: self.metrics.reloads.labels("ok" if ok else "error").inc())
         self._last_error_log = 0.0
+        self.prediction_log: PredictionLog | None = None
+        if settings.prediction_log_uri:
+            self.prediction_log = PredictionLog(
+                settings.prediction_log_uri, flush_rows=settings.prediction_log_flush_rows,
+                flush_s=settings.prediction_log_flush_s, max_queue=settings.prediction_log_queue,
+                on_written=self.metrics.log_written.inc, on_dropped=self.metrics.log_dropped.inc)
+        self._online_read_at = 0.0
 
     # -- model lifecycle ------------------------------------------------------
     def _on_loaded(self, model: LoadedModel) -> None:
@@ -109,11 +127,32 @@ class ServerState:
         settle_heap()
 
     def start(self) -> None:
+        if self.prediction_log is not None:
+            self.prediction_log.start()
         self.holder.start()
 
     def stop(self) -> None:
         self.holder.stop()
+        if self.prediction_log is not None:
+            self.prediction_log.close()  # a clean shutdown loses no logged prediction
         self.metrics.worker_exit()
+
+    # -- online quality (written by `servicetime monitor`) ---------------------------------
+    def refresh_online(self, force: bool = False) -> None:
+        uri = self.settings.online_report_uri
+        now = time.monotonic()
+        if not uri or (not force and now - self._online_read_at < self.settings.online_report_every_s):
+            return
+        self._online_read_at = now
+        from components.monitor import read_latest_report
+
+        try:
+            report = read_latest_report(uri)
+        except Exception:  # a missing or unreadable report leaves the gauges as they were
+            log.debug("no online report at %s", uri, exc_info=True)
+            return
+        if report is not None:
+            self.metrics.set_online(report)
 
     def readiness(self) -> tuple[bool, dict]:
         model = self.holder.current
@@ -144,6 +183,10 @@ class ServerState:
 
     def score(self, stops: list) -> tuple[np.ndarray, np.ndarray, str | None, np.ndarray, np.ndarray]:
         """(seconds, from_model mask, model version, low, high) for validated stops."""
+        return self.score_with_ids(stops)[:5]
+
+    def score_with_ids(self, stops: list) -> tuple[np.ndarray, np.ndarray, str | None, np.ndarray, np.ndarray, list]:
+        """``score`` and the stops' delivery ids (None where not sent)."""
         m = self.metrics
         started = time.perf_counter()
         cols = to_columns(stops)
@@ -181,7 +224,9 @@ class ServerState:
         m.batch_size.observe(n)
         self.drift.add(cols)
         self.refresh_drift()
-        return seconds, from_model, model.version if model is not None else None, low, high
+        if self.prediction_log is not None:  # one queue put: the writer thread does the rest
+            self.prediction_log.submit(Served(cols, seconds, low, high, from_model, model, time.time()))
+        return seconds, from_model, model.version if model is not None else None, low, high, cols[ID]
 
     def _fallback(self, model: LoadedModel | None, cols: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The rules' plan and interval: calibrated by the loaded bundle if it has one, else the rules' defaults."""
@@ -200,16 +245,33 @@ class ServerState:
 
 
 def render_predictions(seconds: np.ndarray, from_model: np.ndarray, version: str | None,
-                       low: np.ndarray, high: np.ndarray) -> bytes:
+                       low: np.ndarray, high: np.ndarray, delivery_ids: list | None = None) -> bytes:
     sources = np.where(from_model, '"model"', '"fallback"').tolist()
     # The interval to 0.1 s (plenty for a window, and shorter to write), rounded outwards and
     # clamped, so that low <= service_time_s <= high holds in the JSON too.
     mid = np.round(seconds, 3)
     lo = np.minimum(np.floor(np.asarray(low) * 10) / 10, mid).tolist()
     hi = np.maximum(np.ceil(np.asarray(high) * 10) / 10, mid).tolist()
-    items = ",".join(f'{{"service_time_s":{v!r},"low_s":{a!r},"high_s":{b!r},"source":{s}}}'
-                     for v, a, b, s in zip(mid.tolist(), lo, hi, sources, strict=True))
+    if delivery_ids is not None and any(d is not None for d in delivery_ids):
+        # Only when the caller sent ids: the common request pays nothing for the echo.
+        ids = [f',"delivery_id":{json.dumps(d)}' if d is not None else "" for d in delivery_ids]
+        items = ",".join(f'{{"service_time_s":{v!r},"low_s":{a!r},"high_s":{b!r},"source":{s}{i}}}'
+                         for v, a, b, s, i in zip(mid.tolist(), lo, hi, sources, ids, strict=True))
+    else:
+        items = ",".join(f'{{"service_time_s":{v!r},"low_s":{a!r},"high_s":{b!r},"source":{s}}}'
+                         for v, a, b, s in zip(mid.tolist(), lo, hi, sources, strict=True))
     return f'{{"predictions":[{items}],"model_version":{json.dumps(version)}}}'.encode()
+
+
+def check_token(request: Request, token: str | None) -> None:
+    """401 unless the request carries ``Authorization: Bearer <token>`` (no token set: open)."""
+    if not token:
+        return
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        raise ApiError(401, "missing or invalid bearer token: send Authorization: Bearer <token>",
+                       headers={"WWW-Authenticate": 'Bearer realm="servicetime"'})
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -252,6 +314,9 @@ class MetricsMiddleware:
 
 def create_app(settings: ServerSettings) -> FastAPI:
     state = ServerState(settings)
+    # From the environment (a Kubernetes Secret on the cluster), never from the settings JSON
+    # that travels on the command line and in logs.
+    token = os.environ.get(TOKEN_ENV) or None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -275,7 +340,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail, "errors": exc.errors}, status_code=exc.status)
+        return JSONResponse({"detail": exc.detail, "errors": exc.errors}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -287,15 +352,17 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
 
     errors = {code: {"model": ErrorResponse, "description": text} for code, text in (
-        (400, "the body is not JSON"), (413, "too many stops or too large a body"), (422, "invalid stops"))}
+        (400, "the body is not JSON"), (401, "missing or invalid bearer token (when the server has one)"),
+        (413, "too many stops or too large a body"), (422, "invalid stops"))}
 
     @app.post(PREDICT, response_model=PredictResponse, responses=errors, summary="Predict service times",
               openapi_extra={"requestBody": {"required": True, "content": {_JSON: {"schema": {
                   "$ref": "#/components/schemas/PredictRequest"}}}}})
     async def predict(request: Request) -> Response:
+        check_token(request, token)
         stops = state.parse(await read_body(request, settings.body_limit))
-        seconds, from_model, version, low, high = state.score(stops)
-        return Response(render_predictions(seconds, from_model, version, low, high), media_type=_JSON)
+        seconds, from_model, version, low, high, ids = state.score_with_ids(stops)
+        return Response(render_predictions(seconds, from_model, version, low, high, ids), media_type=_JSON)
 
     @app.get(HEALTHZ, summary="Liveness: the process answers")
     async def healthz() -> dict:
@@ -309,6 +376,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @app.get(METRICS, summary="Prometheus metrics", include_in_schema=False)
     async def metrics() -> Response:
         state.refresh_drift(force=True)
+        state.refresh_online()
         return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     def openapi() -> dict[str, Any]:

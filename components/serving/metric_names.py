@@ -14,6 +14,8 @@ REQUESTS = f"{PREFIX}_requests"  # labels: endpoint, status
 PREDICTIONS = f"{PREFIX}_predictions"  # labels: source (model | fallback)
 FALLBACKS = f"{PREFIX}_fallbacks"  # labels: reason
 MODEL_RELOADS = f"{PREFIX}_model_reloads"  # labels: result (ok | error)
+PREDICTION_LOG_ROWS = f"{PREFIX}_prediction_log_rows"  # rows written to the prediction log
+PREDICTION_LOG_DROPPED = f"{PREFIX}_prediction_log_dropped_rows"  # rows dropped (writer queue full)
 
 # Histograms (exposed as _bucket, _sum, _count).
 REQUEST_LATENCY = f"{PREFIX}_request_duration_seconds"  # labels: endpoint
@@ -28,6 +30,15 @@ MODEL_LOAD_SECONDS = f"{PREFIX}_model_load_duration_seconds"
 MODEL_LOADED_TIMESTAMP = f"{PREFIX}_model_loaded_timestamp_seconds"
 INPUT_DRIFT_PSI = f"{PREFIX}_input_drift_psi"  # labels: feature
 DRIFT_WINDOW_ROWS = f"{PREFIX}_drift_window_rows"
+# Online quality: served predictions joined with the labels that arrived later
+# (components.monitor writes the report; the server exposes its latest one).
+ONLINE_MAE = f"{PREFIX}_online_mae_seconds"  # labels: slice
+ONLINE_BIAS = f"{PREFIX}_online_bias_seconds"  # labels: slice (prediction - actual)
+ONLINE_LATE_SHARE = f"{PREFIX}_online_late_share"  # labels: slice
+ONLINE_COVERAGE = f"{PREFIX}_online_interval_coverage"  # labels: slice
+ONLINE_ROWS = f"{PREFIX}_online_joined_rows"  # labels: slice
+ONLINE_NOMINAL_COVERAGE = f"{PREFIX}_online_interval_nominal"
+ONLINE_REPORT_TIMESTAMP = f"{PREFIX}_online_report_timestamp_seconds"
 
 # Label names, kept low-cardinality on purpose.
 LABEL_ENDPOINT = "endpoint"
@@ -36,6 +47,8 @@ LABEL_SOURCE = "source"
 LABEL_REASON = "reason"
 LABEL_FEATURE = "feature"
 LABEL_RESULT = "result"
+LABEL_SLICE = "slice"  # "all", "area_type=urban", "new area", "new customer", ... (a fixed small set)
+SLICE_ALL = "all"
 
 # Scrape job name used by the Prometheus config, the alert rules and the dashboard.
 SCRAPE_JOB = "servicetime-model-server"

@@ -142,6 +142,21 @@ class ServerMetrics:
                                [m.LABEL_FEATURE], registry=r, multiprocess_mode="livemax")
         self.drift_rows = Gauge(m.DRIFT_WINDOW_ROWS, "Stops in the drift window.", registry=r,
                                 multiprocess_mode="livesum")
+        self.log_written = Counter(m.PREDICTION_LOG_ROWS, "Served predictions written to the prediction log.",
+                                   registry=r)
+        self.log_dropped = Counter(m.PREDICTION_LOG_DROPPED,
+                                   "Served predictions dropped before the log (writer queue full).", registry=r)
+        online = {"registry": r, "multiprocess_mode": recent}
+        self.online = {
+            key: Gauge(name, text, [m.LABEL_SLICE], **online) for key, name, text in (
+                ("mae", m.ONLINE_MAE, "Online MAE of served predictions against arrived labels, seconds."),
+                ("bias", m.ONLINE_BIAS, "Online bias (prediction - actual) of served predictions, seconds."),
+                ("late_share", m.ONLINE_LATE_SHARE, "Share of joined stops reached after the promised window."),
+                ("coverage", m.ONLINE_COVERAGE, "Share of arrived labels inside the served interval."),
+                ("rows", m.ONLINE_ROWS, "Served predictions joined with a label."),
+            )}
+        self.online_nominal = Gauge(m.ONLINE_NOMINAL_COVERAGE, "Nominal coverage of the served intervals.", **online)
+        self.online_report_ts = Gauge(m.ONLINE_REPORT_TIMESTAMP, "Unix time of the latest online report.", **online)
         for reason in FALLBACK_REASONS:  # exported at 0 from the start, so rate() works
             self.fallbacks.labels(reason)
         for source in ("model", "fallback"):
@@ -187,6 +202,18 @@ class ServerMetrics:
         for feature, value in values.items():
             self.drift_psi.labels(feature).set(value)
         self.drift_rows.set(rows)
+
+    def set_online(self, report: dict) -> None:
+        """The latest online report's figures (``components.monitor.online_report``), one series per slice."""
+        for row in report.get("slices", []):
+            for key, gauge in self.online.items():
+                value = row.get(key)
+                if value is not None:
+                    gauge.labels(row["slice"]).set(float(value))
+        if report.get("interval_nominal") is not None:
+            self.online_nominal.set(float(report["interval_nominal"]))
+        if report.get("created_at") is not None:
+            self.online_report_ts.set(float(report["created_at"]))
 
     def exposition(self) -> bytes:
         if self.multiprocess:

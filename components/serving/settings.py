@@ -30,6 +30,15 @@ class ServerSettings(BaseModel):
     # Start accepting requests only after the first load attempt (or this long): with several
     # workers, each one is then ready when it answers, and /readyz means the same on all of them.
     startup_load_timeout_s: float = Field(60.0, ge=0)
+    # The prediction log (components.serving.predlog): None writes none.
+    prediction_log_uri: str | None = None
+    prediction_log_flush_rows: int = Field(20_000, ge=1)
+    prediction_log_flush_s: float = Field(5.0, gt=0)
+    prediction_log_queue: int = Field(10_000, ge=1)  # requests waiting for the writer, at most
+    # The latest online-quality report (components.monitor), re-read at most this often and
+    # exposed on /metrics; None exposes none.
+    online_report_uri: str | None = None
+    online_report_every_s: float = Field(60.0, gt=0)
 
     @property
     def body_limit(self) -> int:
@@ -50,6 +59,7 @@ def settings_from_config(cfg: Config, model_uri: str | None = None, model_path: 
                          reload_interval_s: float | None = None) -> ServerSettings:
     """Settings from the config; with neither a URI nor a path, serve the champion."""
     from components import tracking
+    from components.monitor import online_report_uri, prediction_log_uri
 
     if not model_uri and not model_path:
         model_uri = f"models:/{tracking.model_name(cfg)}@{tracking.CHAMPION}"
@@ -60,4 +70,9 @@ def settings_from_config(cfg: Config, model_uri: str | None = None, model_path: 
         max_batch=cfg.serve.max_batch,
         reload_interval_s=reload_interval_s or cfg.serve.reload_interval_s,
         drift_window=cfg.serve.drift_window,
+        prediction_log_uri=prediction_log_uri(cfg) if cfg.monitor.log_predictions else None,
+        prediction_log_flush_rows=cfg.monitor.log_flush_rows,
+        prediction_log_flush_s=cfg.monitor.log_flush_s,
+        prediction_log_queue=cfg.monitor.log_queue,
+        online_report_uri=online_report_uri(cfg),
     )

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from components.bundle import Predictor
-from components.schema import COLUMNS, PLANNING_COLUMNS
+from components.schema import COLUMNS, ID, PLANNING_COLUMNS
 from components.serving.api import FIELD_NAMES, Stop, request_model, to_columns
 from components.serving.app import render_predictions, validation_error
 from components.serving.scorer import CompiledTransform, Scorer, columns_to_frame, reference_predict, verify
@@ -17,7 +17,7 @@ from components.serving.scorer import CompiledTransform, Scorer, columns_to_fram
 
 def test_stop_fields_are_the_planning_columns():
     assert FIELD_NAMES == PLANNING_COLUMNS
-    assert set(Stop.model_fields) == set(PLANNING_COLUMNS)
+    assert set(Stop.model_fields) == set(PLANNING_COLUMNS) | {ID}  # delivery_id: optional, echoed and logged, no feature
     assert "cust_prev_count" not in Stop.model_fields and "service_time_s" not in Stop.model_fields
     schema = Stop.model_json_schema()
     assert schema["additionalProperties"] is False

@@ -1,0 +1,239 @@
+"""The prediction log: every served prediction, appended in batches to day-partitioned Parquet.
+
+Layout under a root URI (``<workspace>/predictions`` locally, ``s3://<bucket>/predictions``
+on the cluster, both through ``components.storage.Storage``)::
+
+    <root>/day=YYYY-MM-DD/part-<unix ms>-<pid>-<seq>.parquet
+
+The request path only puts one tuple per request on a bounded queue (the arrays
+it has already computed; no copy, no formatting). A background thread turns
+them into rows, looks up whether the customer's history and the area were
+known to the model, and writes a file when ``flush_rows`` rows are waiting or
+``flush_s`` seconds have passed. ``close()`` (the app's lifespan shutdown)
+drains the queue and writes what is left, so a clean shutdown loses nothing.
+A full queue (the writer far behind, e.g. storage down) drops that request's
+rows rather than stall the answer; drops are counted and logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from components.schema import ID
+from components.storage import Storage, join
+
+log = logging.getLogger(__name__)
+
+DAY_PREFIX = "day="
+# The log's columns, in order: the one list the writer and the readers (components.monitor) share.
+LOG_SCHEMA = pa.schema([
+    ("delivery_id", pa.string()),
+    ("route_id", pa.string()),
+    ("stop_index", pa.int64()),
+    ("model_name", pa.string()),
+    ("model_version", pa.string()),
+    ("service_time_s", pa.float64()),
+    ("low_s", pa.float64()),
+    ("high_s", pa.float64()),
+    ("source", pa.string()),  # model | fallback
+    ("history_found", pa.bool_()),  # the customer had history in the served snapshot
+    ("area_known", pa.bool_()),  # the area was in the model's training vocabulary
+    ("predicted_at", pa.timestamp("ms", tz="UTC")),
+])
+
+
+@dataclass(frozen=True)
+class Served:
+    """One request's answer as the request path hands it over (references, not copies)."""
+
+    cols: dict[str, Any]
+    seconds: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    from_model: np.ndarray
+    model: Any  # the LoadedModel that answered (None: no model, all fallback)
+    at: float  # unix seconds
+
+
+class _Known:
+    """Per model: the customers in its history snapshot and the areas in its vocabulary (computed once)."""
+
+    def __init__(self) -> None:
+        self._model: Any = None
+        self.customers: frozenset[str] = frozenset()
+        self.areas: frozenset[str] = frozenset()
+
+    def of(self, model: Any) -> _Known:
+        if model is not self._model:
+            self._model = model
+            predictor = model.predictor
+            self.customers = frozenset(predictor.history["customer_key"].astype(str))
+            self.areas = frozenset(str(a) for a in predictor.transform.vocab.get("area_id", []))
+        return self
+
+
+def to_table(items: list[Served], known: _Known) -> pa.Table:
+    """Requests' answers as one Arrow table in ``LOG_SCHEMA``."""
+    columns: dict[str, list] = {f.name: [] for f in LOG_SCHEMA}
+    for it in items:
+        n = len(it.seconds)
+        cols = it.cols
+        ids = cols.get(ID) or [None] * n
+        columns["delivery_id"] += ids
+        columns["route_id"] += [str(r) for r in cols["route_id"]]
+        columns["stop_index"] += np.asarray(cols["stop_index"], dtype=float).astype(np.int64).tolist()
+        if it.model is not None:
+            k = known.of(it.model)
+            name, version = it.model.name, it.model.version
+            found = [c in k.customers for c in cols["customer_key"]]
+            area = [a in k.areas for a in cols["area_id"]]
+        else:
+            name = version = None
+            found = [False] * n
+            area = [False] * n
+        columns["model_name"] += [name] * n
+        columns["model_version"] += [version] * n
+        columns["service_time_s"] += np.asarray(it.seconds, dtype=float).tolist()
+        columns["low_s"] += np.asarray(it.low, dtype=float).tolist()
+        columns["high_s"] += np.asarray(it.high, dtype=float).tolist()
+        columns["source"] += np.where(it.from_model, "model", "fallback").tolist()
+        columns["history_found"] += found
+        columns["area_known"] += area
+        columns["predicted_at"] += [int(it.at * 1000)] * n
+    return pa.Table.from_pydict(columns, schema=LOG_SCHEMA)
+
+
+def day_of(unix_s: float) -> str:
+    return dt.datetime.fromtimestamp(unix_s, dt.UTC).strftime("%Y-%m-%d")
+
+
+class PredictionLog:
+    """The background writer: ``submit`` on the request path, ``close`` at shutdown."""
+
+    def __init__(self, root_uri: str, storage: Storage | None = None, flush_rows: int = 20_000,
+                 flush_s: float = 5.0, max_queue: int = 10_000,
+                 on_written: Callable[[int], None] | None = None, on_dropped: Callable[[int], None] | None = None):
+        self.root = root_uri.rstrip("/")
+        self.storage = storage or Storage()
+        self.flush_rows, self.flush_s = flush_rows, flush_s
+        self.queue: queue.Queue[Served | None] = queue.Queue(maxsize=max_queue)
+        self.on_written, self.on_dropped = on_written, on_dropped
+        self.written_rows = self.dropped_rows = self.failed_flushes = 0
+        self._known = _Known()
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._last_drop_log = 0.0
+
+    # -- the request path -----------------------------------------------------
+    def submit(self, served: Served) -> None:
+        try:
+            self.queue.put_nowait(served)
+        except queue.Full:
+            n = len(served.seconds)
+            self.dropped_rows += n
+            if self.on_dropped:
+                self.on_dropped(n)
+            now = time.monotonic()
+            if now - self._last_drop_log > 10.0:
+                self._last_drop_log = now
+                log.warning("prediction log queue full: %d rows dropped so far", self.dropped_rows)
+
+    # -- the writer thread ------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        pending: list[Served] = []
+        rows = 0
+        last_flush = time.monotonic()
+        while True:
+            timeout = max(0.0, self.flush_s - (time.monotonic() - last_flush))
+            try:
+                item = self.queue.get(timeout=timeout)
+            except queue.Empty:
+                item = ...  # a timer tick
+            if item is None:  # close(): everything queued before it is already in pending
+                self._flush(pending)
+                return
+            if item is not ...:
+                pending.append(item)
+                rows += len(item.seconds)
+            if rows >= self.flush_rows or (pending and time.monotonic() - last_flush >= self.flush_s):
+                self._flush(pending)
+                pending, rows = [], 0
+            if not pending:
+                last_flush = time.monotonic()
+
+    def _flush(self, items: list[Served]) -> None:
+        if not items:
+            return
+        try:
+            table = to_table(items, self._known)
+            for day, part in self._by_day(table):
+                self.storage.write_bytes(self._file_uri(day), _parquet_bytes(part))
+            self.written_rows += table.num_rows
+            if self.on_written:
+                self.on_written(table.num_rows)
+        except Exception:  # storage down: these rows are lost, the server keeps answering
+            self.failed_flushes += 1
+            log.exception("could not write %d requests to the prediction log at %s", len(items), self.root)
+
+    @staticmethod
+    def _by_day(table: pa.Table):
+        days = [day_of(ms / 1000) for ms in table.column("predicted_at").cast(pa.int64()).to_pylist()]
+        for day in sorted(set(days)):
+            mask = pa.array([d == day for d in days])
+            yield day, table.filter(mask)
+
+    def _file_uri(self, day: str) -> str:
+        name = f"part-{int(time.time() * 1000)}-{os.getpid()}-{next(self._seq):06d}.parquet"
+        return join(self.root, f"{DAY_PREFIX}{day}", name)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Drain and write everything submitted so far (blocks until done or ``timeout``)."""
+        if self._thread is None:
+            return
+        self.queue.put(None)  # blocking: behind every submitted item
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("the prediction log did not finish writing within %.0f s", timeout)
+        self._thread = None
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def log_files(root_uri: str, storage: Storage | None = None, days: tuple[str, ...] | None = None) -> list[str]:
+    """The log's Parquet files, optionally only those of some days."""
+    files = (storage or Storage()).list(root_uri, suffix=".parquet")
+    if days is None:
+        return files
+    wanted = {f"{DAY_PREFIX}{d}" for d in days}
+    return [f for f in files if any(f"/{w}/" in f for w in wanted)]
+
+
+def read_log(root_uri: str, storage: Storage | None = None, days: tuple[str, ...] | None = None):
+    """The whole log (or some days) as one DataFrame in ``LOG_SCHEMA``."""
+    storage = storage or Storage()
+    tables = [pq.read_table(io.BytesIO(storage.read_bytes(f))) for f in log_files(root_uri, storage, days)]
+    table = pa.concat_tables(tables) if tables else LOG_SCHEMA.empty_table()
+    return table.to_pandas()
