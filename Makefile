@@ -6,9 +6,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check -c requirements.lock
 WORKSPACE ?= workspace
+# `make lab`: JupyterLab on loopback by default (reach it through an SSH tunnel); LAB_EXIT=1 stops it once it is up.
+LAB_IP ?= 127.0.0.1
+LAB_PORT ?= 8888
+LAB_EXIT ?=
 APT_PACKAGES := prometheus shellcheck cloud-init
 
-.PHONY: run test bench setup setup-dev system-deps lock compile clean
+.PHONY: run test bench lab setup setup-dev system-deps lock compile clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +23,13 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml requirements.lock
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/bin/python pyproject.toml requirements.lock
-	$(PIP) -e '.[dev,infra]'
+	$(PIP) -e '.[dev,infra,notebooks]'
+	touch $@ $(VENV)/.installed
+
+# The notebooks extra, and the `servicetime` kernel inside the venv (--sys-prefix: nothing in ~/.local).
+$(VENV)/.installed-lab: $(VENV)/bin/python pyproject.toml requirements.lock
+	$(PIP) -e '.[notebooks]'
+	$(PY) -m ipykernel install --sys-prefix --name servicetime --display-name "servicetime"
 	touch $@ $(VENV)/.installed
 
 setup: $(VENV)/.installed
@@ -46,11 +56,15 @@ test: setup-dev system-deps
 bench: setup-dev
 	$(PY) -m pytest tests/benchmarks -m bench -s -p no:cacheprovider
 
+# JupyterLab on notebooks/ with the servicetime kernel; prints the URL with its token.
+lab: $(VENV)/.installed-lab
+	$(PY) -m components.labs.lab --ip $(LAB_IP) --port $(LAB_PORT) --notebooks notebooks $(if $(LAB_EXIT),--exit-after-start)
+
 compile: setup
 	$(VENV)/bin/servicetime --workspace $(WORKSPACE) compile --out $(WORKSPACE)/pipeline.yaml
 
 # Regenerate the pinned lock from the current environment (after changing pyproject).
-lock: setup-dev
+lock: setup-dev $(VENV)/.installed-lab
 	$(PY) -m pip freeze --exclude-editable | sed -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/' > requirements.lock
 
 clean:
