@@ -426,9 +426,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a known failure is one line on stderr (the traceback with ``--verbose`` where
+    the command has it, or ``SERVICETIME_VERBOSE=1``), exit status 2 for bad input, 1 otherwise."""
+    import os
+
+    from pydantic import ValidationError
+
+    from components.storage import ServiceUnavailable, StorageError
+
     configure()
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    verbose = bool(getattr(args, "verbose", False)) or os.environ.get("SERVICETIME_VERBOSE", "") not in ("", "0")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("servicetime: interrupted", file=sys.stderr)
+        return 130
+    except (ValidationError, ServiceUnavailable, StorageError, FileNotFoundError, PermissionError, ValueError,
+            OSError) as exc:
+        if verbose:
+            log.exception("%s failed", args.command)
+        if isinstance(exc, ValidationError):  # pydantic's own text is a dozen lines; one per field is enough
+            fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+                               for e in exc.errors())
+            message = f"invalid config: {fields}"
+        elif isinstance(exc, OSError) and exc.filename and exc.strerror:
+            message = f"{exc.strerror}: {exc.filename}"
+        else:
+            message = " ".join(str(exc).split()) or type(exc).__name__
+        hint = "" if verbose else " (SERVICETIME_VERBOSE=1 for the traceback)"
+        print(f"servicetime: error: {message}{hint}", file=sys.stderr)
+        return 2 if isinstance(exc, (ValidationError, FileNotFoundError, ValueError)) else 1
 
 
 if __name__ == "__main__":
