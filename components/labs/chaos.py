@@ -273,8 +273,8 @@ def ray_worker_killed(ctx: Context) -> list[Check]:
     features = _features(ctx)
     train = Arrays.from_bytes((features / TRAIN).read_bytes())
     net = net_config(ctx.cfg, FeatureTransform.load(features / "transform.json"), train)
-    cfg = ctx.cfg.train.model_copy(update={"num_workers": 2, "epochs": 4, "patience": 10,
-                                           "max_failures": max(ctx.cfg.train.max_failures, 1)})
+    # train.max_failures as configured: set it to 0 and the same kill ends the training.
+    cfg = ctx.cfg.train.model_copy(update={"num_workers": 2, "epochs": 4, "patience": 10})
     pids, ckpt = ctx.workspace / "pids", ctx.workspace / "checkpoints"
     pids.mkdir()
     killed: dict[str, int] = {}
@@ -686,11 +686,14 @@ def _child_env(token: str) -> dict[str, str]:
 
 
 def run_scenario(name: str, cfg: Config, keep: bool = False, timeout_s: float = 2400.0,
-                 echo: Callable[[str], None] | None = None) -> Outcome:
-    """Run one scenario in a child process and a temporary workspace; stop whatever it left; return its outcome."""
+                 echo: Callable[[str], None] | None = None, root: str | Path | None = None) -> Outcome:
+    """Run one scenario in a child process and a fresh workspace (a temporary folder, under ``root`` if given);
+    stop whatever it left; remove the workspace unless ``keep``; return the outcome."""
     scenario = get(name)
     echo = echo or (lambda text: print(text, flush=True))
-    workspace = Path(tempfile.mkdtemp(prefix=f"servicetime-chaos-{name}-"))
+    if root is not None:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    workspace = Path(tempfile.mkdtemp(prefix=f"servicetime-chaos-{name}-", dir=root))
     spec = workspace / "spec.json"
     spec.write_text(json.dumps({"scenario": name,
                                 "config": cfg.model_copy(update={"workspace": str(workspace)}).model_dump_json()}))
