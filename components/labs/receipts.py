@@ -543,9 +543,9 @@ def render_collected(table: dict[str, dict[str, dict]]) -> str:
     return "\n".join(out) or "no receipts found\n"
 
 
-def notebook_receipt(lab: str, workspace: str | Path, config: str | Path | None = None, **options: Any) -> dict:
-    """The last cell of each notebook: check, write, show the table (IPython) and return the receipt."""
-    receipt = check_lab(lab, workspace, config, options=Options(**options))
+def notebook_receipt(lab: str, workspace: str | Path, cfg: Config | None = None, **options: Any) -> dict:
+    """The receipt cell of each notebook: check, write, show the table (IPython) and return the receipt."""
+    receipt = check_lab(lab, workspace, options=Options(**options), cfg=cfg)
     path = write_receipt(receipt)
     try:
         from IPython.display import Markdown, display
