@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from components.cluster import podspec, render, state, upstream
+from components.cluster import egress, podspec, render, state, upstream
 from components.cluster.kfp_patches import kfp_patches, kfp_resources
 from components.platform import platform
 
@@ -84,7 +84,7 @@ def _write(folder: Path, files: dict[str, dict | list[dict]]) -> Path:
 
 def kfp_kustomization(kfp_dir: Path, out: Path) -> Path:
     """KFP's namespaced install with our patches (its own SeaweedFS stays; objects go to our MinIO)."""
-    patches, extra = kfp_patches(), kfp_resources()
+    patches, extra = kfp_patches(), {**kfp_resources(), "egress.yaml": egress.kfp_policies()}
     ns = platform().namespaces.kfp
     files: dict = {**patches, **extra}
     files["kustomization.yaml"] = _kustomization(
@@ -101,9 +101,10 @@ def kuberay_kustomization(kuberay_dir: Path, out: Path) -> Path:
     ns = p.namespaces.kuberay
     return _write(out, {
         "namespace.yaml": render.namespace_object(ns, enforce="restricted"),
+        "egress.yaml": egress.kuberay_policies(),
         "kustomization.yaml": _kustomization(
             namespace=ns,
-            resources=["namespace.yaml", _relpath(kuberay_dir / KUBERAY_DEFAULT, out)],
+            resources=["namespace.yaml", "egress.yaml", _relpath(kuberay_dir / KUBERAY_DEFAULT, out)],
             # Upstream's default kustomization names a moving tag on branches; pin it.
             images=[{"name": "quay.io/kuberay/operator", "newTag": p.versions.kuberay}],
         ),

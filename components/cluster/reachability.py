@@ -8,7 +8,10 @@ that direction; once selected, traffic must match some rule of some selecting
 policy; within a peer, ``podSelector`` and ``namespaceSelector`` are ANDed, peers of
 a rule are ORed; a peer with only ``podSelector`` means the policy's own namespace;
 named ports resolve against the destination pod's container ports; ``ipBlock``
-peers match endpoints outside the pod network only (here: ``Endpoint``).
+peers (``cidr`` less its ``except`` blocks) match endpoints outside the pod network
+only (here: ``Endpoint``: the metadata service, a node, the API server), since
+policies apply after a Service's DNAT to its pods. Egress and ingress are both
+evaluated: a connection needs the source's egress and the destination's ingress.
 """
 
 from __future__ import annotations
@@ -190,6 +193,14 @@ class Network:
                 if peer_ok and self._port_matches(rule.get("ports"), port, protocol, dst):
                     return True
         return False
+
+    def reaches_any_port(self, src: Pod, dst: Endpoint) -> bool:
+        """Whether ``src``'s egress admits ``dst`` on some port and protocol (a rule's ports only narrow it)."""
+        policies = self._selecting(src, "Egress")
+        if not policies:
+            return True
+        return any(not rule.get("to") or any(self._peer_matches(p, dst, src.namespace) for p in rule["to"])
+                   for policy in policies for rule in policy["spec"].get("egress") or [])
 
     def allows(self, src: Pod, dst: Pod | Endpoint, port: int | str, protocol: str = "TCP") -> bool:
         """Egress of ``src`` and ingress of ``dst`` both admit the connection (``port``: number or name)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from components.cluster import deploy, podspec
+from components.cluster import deploy, egress, podspec
 from components.platform import platform
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -119,9 +119,10 @@ def services() -> list[dict]:
     ]
 
 
-def namespace_object(name: str | None = None, enforce: str = "baseline") -> dict:
-    """Our namespace enforces baseline (KubeRay injects containers we do not shape);
-    everything of ours meets restricted, which is audited and warned."""
+def namespace_object(name: str | None = None, enforce: str = "restricted") -> dict:
+    """Pod Security for a namespace: ours enforces restricted. KubeRay's one injected
+    container (the workers' wait-gcs-ready) copies the Ray container's securityContext,
+    so Ray pods meet it too; audit and warn stay at restricted everywhere."""
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
@@ -161,7 +162,7 @@ def generated_files() -> dict[str, str]:
         "apiVersion": "kustomize.config.k8s.io/v1alpha1",
         "kind": "Component",
         "namespace": p.namespace,
-        "resources": ["namespace.yaml", "services.yaml", "model-server.yaml", "rbac-bindings.yaml"],
+        "resources": ["namespace.yaml", "services.yaml", "model-server.yaml", "rbac-bindings.yaml", "egress.yaml"],
         "images": [
             {"name": name, "newTag": getattr(p.versions, field)} for name, field in IMAGES.items()
         ]
@@ -174,7 +175,7 @@ def generated_files() -> dict[str, str]:
         "apiVersion": "kustomize.config.k8s.io/v1alpha1",
         "kind": "Component",
         "namespace": registry_namespace(),
-        "resources": ["namespace.yaml", "service.yaml"],
+        "resources": ["namespace.yaml", "service.yaml", "egress.yaml"],
         "images": [{"name": REGISTRY_IMAGE, "newTag": p.versions.registry}],
         "configMapGenerator": [{"name": "registry-env", "envs": ["registry.env"]}],
     }
@@ -185,10 +186,12 @@ def generated_files() -> dict[str, str]:
         "services.yaml": GENERATED_HEADER + dump(*services()),
         "model-server.yaml": GENERATED_HEADER + dump(model_server),
         "rbac-bindings.yaml": GENERATED_HEADER + dump(*role_bindings()),
+        "egress.yaml": GENERATED_HEADER + dump(*egress.platform_policies()),
         # The registry's hostPort needs the privileged level; nothing else runs there.
         "registry/kustomization.yaml": GENERATED_HEADER + dump(registry),
         "registry/namespace.yaml": GENERATED_HEADER
         + dump(namespace_object(registry_namespace(), enforce="privileged")),
+        "registry/egress.yaml": GENERATED_HEADER + dump(*egress.registry_policies()),
         "registry/service.yaml": GENERATED_HEADER + dump(_service("registry", {"http": p.ports.registry})),
         "registry/registry.env": GENERATED_HEADER + f"REGISTRY_HTTP_ADDR=:{p.ports.registry}\n",
     }

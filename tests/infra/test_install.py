@@ -32,26 +32,6 @@ KFP_NS = platform().namespaces.kfp
 KUBERAY_NS = platform().namespaces.kuberay
 
 
-@pytest.fixture(scope="module")
-def objects(upstream_root, tmp_path_factory) -> list[dict]:
-    """The CLI's render, read back: the same code path the bootstrap runs on the node."""
-    out = tmp_path_factory.mktemp("render") / "all.yaml"
-    proc = subprocess.run([sys.executable, "-m", "components.cli", "cluster", "render", "--upstream",
-                           str(upstream_root), "--out", str(out)], capture_output=True, text=True, cwd=REPO_ROOT)
-    assert proc.returncode == 0, proc.stderr
-    return [o for o in yaml.safe_load_all(out.read_text()) if o]
-
-
-@pytest.fixture(scope="module")
-def pods(objects) -> list[Pod]:
-    return reachability.pods_of(objects)
-
-
-@pytest.fixture(scope="module")
-def network(objects) -> Network:
-    return Network(objects, extra_namespaces=["stranger"])
-
-
 def find(objects, kind, name, namespace=None):
     hits = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name
             and (namespace is None or o["metadata"].get("namespace") == namespace)]

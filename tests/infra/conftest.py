@@ -1,0 +1,35 @@
+"""The whole-install render, made once per session: test_install and test_security check the same objects."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.cluster import reachability
+from components.cluster.reachability import Network, Pod
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def objects(upstream_root, tmp_path_factory) -> list[dict]:
+    """The CLI's render, read back: the same code path the bootstrap runs on the node."""
+    out = tmp_path_factory.mktemp("render") / "all.yaml"
+    proc = subprocess.run([sys.executable, "-m", "components.cli", "cluster", "render", "--upstream",
+                           str(upstream_root), "--out", str(out)], capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return [o for o in yaml.safe_load_all(out.read_text()) if o]
+
+
+@pytest.fixture(scope="session")
+def pods(objects) -> list[Pod]:
+    return reachability.pods_of(objects)
+
+
+@pytest.fixture(scope="session")
+def network(objects) -> Network:
+    return Network(objects, extra_namespaces=["stranger"])
