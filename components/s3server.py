@@ -20,6 +20,8 @@ from pathlib import Path
 
 import httpx
 
+from components.storage import write_atomic
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -88,9 +90,10 @@ def start_s3_server(data_dir: str | Path, port: int | None = None, access_key: s
     access_key = access_key or "servicetime"
     secret_key = secret_key or secrets.token_hex(16)
     config = data / "s3.json"
-    config.write_text(json.dumps({"identities": [{
+    identities = {"identities": [{
         "name": "servicetime", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+    write_atomic(config, json.dumps(identities).encode(), mode=0o600)  # holds the secret key
     s3_port = port or free_port()
     # weed occasionally comes up unable to serve S3 (a start-up race between its parts on a
     # loaded machine); a second, fresh start has always recovered, so try twice.
@@ -139,5 +142,5 @@ def _s3_ready(server: S3Server) -> bool:
     try:
         probe.write_bytes("s3://healthcheck/ready", b"ok")
         return probe.read_bytes("s3://healthcheck/ready") == b"ok"
-    except Exception:
+    except Exception:  # noqa: BLE001 (not ready yet, whatever the client raised)
         return False

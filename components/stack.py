@@ -40,12 +40,17 @@ import yaml
 
 from components.config import Config
 from components.platform import platform
+from components.storage import write_atomic
 
 STATE_FILE = "state.json"
 STATE_VERSION = 1
 SERVICES = ("s3", "mlflow", "model_server", "prometheus")  # start order; stopped in reverse
 ACCESS_KEY = "servicetime"
 REGION = "us-east-1"
+SECRET_MODE = 0o600
+# The MLflow server's own S3 client (botocore): few attempts, so a dead S3 turns into an error
+# the pipeline's step sees within seconds instead of a long retry loop behind each request.
+SERVER_S3_BUDGET = {"AWS_MAX_ATTEMPTS": "2", "AWS_RETRY_MODE": "standard"}
 
 
 class StackError(RuntimeError):
@@ -226,12 +231,14 @@ def read_state(cfg: Config) -> dict | None:
 
 
 def _write_state(cfg: Config, state: dict) -> None:
-    path = state_path(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.chmod(0o600)  # it holds the S3 secret key
-    tmp.replace(path)
+    # 0600 from its first byte: it holds the S3 secret key.
+    write_atomic(state_path(cfg), json.dumps(state, indent=2).encode(), mode=SECRET_MODE)
+
+
+def _client_budget() -> dict[str, str]:
+    from components.tracking import CLIENT_BUDGET
+
+    return dict(CLIENT_BUDGET)
 
 
 def stack_env(state: dict) -> dict[str, str]:
@@ -245,6 +252,7 @@ def stack_env(state: dict) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": s3["secret_key"],
         "AWS_DEFAULT_REGION": REGION,
         "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
+        **_client_budget(),
     }
 
 
@@ -309,10 +317,11 @@ def up(cfg: Config, ports: StackPorts | None = None, timeout_s: float = 180.0,
     root = stack_dir(cfg)
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o700)  # the stack's files (keys, database, logs) are this user's alone
     secret_file = root / "s3-secret"
     if not secret_file.exists():  # one key per workspace, kept across up/down
-        secret_file.write_text(secrets.token_hex(16))
-        secret_file.chmod(0o600)
+        write_atomic(secret_file, secrets.token_hex(16).encode(), mode=SECRET_MODE)
+    secret_file.chmod(SECRET_MODE)  # a key file from before this rule
     secret = secret_file.read_text().strip()
     state: dict[str, Any] = {
         "version": STATE_VERSION, "workspace": str(Path(cfg.workspace).resolve()), "started_at": time.time(),
@@ -362,7 +371,8 @@ def _up_all(cfg: Config, state: dict, ports: StackPorts, root: Path, logs: Path,
            "--port", str(ports.mlflow), "--workers", "1"]
     log = logs / "mlflow.log"
     # No server-side job runner (a pool of huey consumers): nothing here submits MLflow jobs.
-    proc = _spawn(cmd, log, {**base_env, **s3_env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, root)
+    proc = _spawn(cmd, log, {**base_env, **s3_env, **SERVER_S3_BUDGET, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                  root)
     services["mlflow"] = _record(proc, port=ports.mlflow, url=mlflow_url, health=f"{mlflow_url}/health", log=str(log))
     _write_state(cfg, state)
     _wait("mlflow", services["mlflow"], proc, timeout_s)
@@ -430,6 +440,8 @@ def down(cfg: Config, timeout_s: float = 10.0) -> dict[str, str]:
 
 
 def status(cfg: Config) -> dict:
+    """Each service as its health endpoint answers now (a launcher that died while its server
+    still serves is not "stopped"); the recorded pid is reported beside it, for ``down``."""
     state = read_state(cfg)
     if state is None:
         return {"state": None, "services": {}}
@@ -438,11 +450,11 @@ def status(cfg: Config) -> dict:
         service = state["services"].get(name)
         if not service:
             continue
-        running = alive(service)
-        entry = {"pid": service["pid"], "running": running, "url": service["url"],
-                 "healthy": running and _healthy(service["health"], service.get("health_any_status", False)),
-                 "log": service["log"]}
-        if "ready" in service and running:
+        healthy = _healthy(service["health"], service.get("health_any_status", False))
+        launcher = alive(service)
+        entry = {"pid": service["pid"], "running": healthy or launcher, "launcher_alive": launcher, "url": service["url"],
+                 "healthy": healthy, "log": service["log"]}
+        if "ready" in service and healthy:
             entry["ready"] = _healthy(service["ready"])
         report["services"][name] = entry
     return report
@@ -454,6 +466,8 @@ def render_status(report: dict) -> str:
     lines = []
     for name, s in report["services"].items():
         health = "healthy" if s["healthy"] else ("running, unhealthy" if s["running"] else "stopped")
+        if s["healthy"] and not s.get("launcher_alive", True):
+            health += " (launcher pid gone)"
         if s.get("ready") is False:
             health += " (no model yet: fallback answers)"
         lines.append(f"{name:<13} pid {s['pid']:<8} {health:<20} {s['url']}")

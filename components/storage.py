@@ -13,6 +13,8 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +27,10 @@ import pyarrow.parquet as pq
 
 class StorageError(RuntimeError):
     """A storage operation failed; the message names the URI."""
+
+
+class ServiceUnavailable(RuntimeError):
+    """A service a run needs (S3, MLflow) does not answer; the message names the service and its URL."""
 
 
 # An S3 outage must fail a call within seconds, not the minio client's 5-minute default timeouts.
@@ -113,6 +119,26 @@ def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def file_lock(path: str | Path, blocking: bool = True) -> Iterator[bool]:
+    """An exclusive ``flock`` on ``path`` for the block; yields False when ``blocking`` is off and
+    another process holds it. The kernel drops it when the holder dies (a killed run never leaves it)."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _umask() -> int:

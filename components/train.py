@@ -14,16 +14,23 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from components.config import TrainConfig
-from components.model import NetConfig, ServiceTimeNet, drop_categories, huber_loss, predict_seconds
+from components.model import (
+    NetConfig,
+    ServiceTimeNet,
+    drop_categories,
+    huber_loss,
+    predict_seconds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +91,16 @@ class LoopState:
     bad_epochs: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     samples_seen: int = 0
+
+
+def save_state(state: LoopState, path: Path) -> None:
+    """A checkpoint as plain containers of tensors and numbers: loadable with ``weights_only=True``."""
+    torch.save(asdict(state), path)
+
+
+def load_state(path: Path) -> LoopState:
+    """The inverse of ``save_state``; never unpickles arbitrary objects (a checkpoint may come from S3)."""
+    return LoopState(**torch.load(path, weights_only=True))
 
 
 def seed_everything(seed: int) -> None:
@@ -227,7 +244,7 @@ def _ray_worker(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False)
+            state = load_state(Path(d) / CHECKPOINT_FILE)
         state.history = [*state.history]
         if rank == 0:
             log.warning("resuming from checkpoint after epoch %d", state.epoch - 1)
@@ -237,7 +254,7 @@ def _ray_worker(config: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
-                torch.save(s, Path(tmp) / CHECKPOINT_FILE)
+                save_state(s, Path(tmp) / CHECKPOINT_FILE)
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report({**metrics, "best_val_mae_s": s.best_val}, checkpoint=ckpt)
         if config.get("slow_epoch_s"):
@@ -285,8 +302,9 @@ def ensure_ray(num_cpus: float) -> None:
         ray.init()  # inside a RayJob: attach to the cluster that KubeRay started
         return
     # The dashboard also serves Ray's state API, which Ray Train's placement-group cleaner polls.
+    # Everything on loopback: local Ray has no authentication, so nothing of it may listen outside.
     ray.init(num_cpus=max(int(np.ceil(num_cpus)), os.cpu_count() or 1), include_dashboard=True,
-             dashboard_host="127.0.0.1", log_to_driver=True, configure_logging=False)
+             dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False)
 
 
 def train_with_ray(train_uri: str, val_uri: str, net: NetConfig, cfg: TrainConfig, checkpoint_uri: str,
@@ -318,7 +336,7 @@ def train_with_ray(train_uri: str, val_uri: str, net: NetConfig, cfg: TrainConfi
     if result.error:
         raise RuntimeError(f"Ray training failed: {result.error}")
     with result.checkpoint.as_directory() as d:
-        state: LoopState = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False)
+        state = load_state(Path(d) / CHECKPOINT_FILE)
     elapsed = time.perf_counter() - started
     first_epoch_times = [h["epoch_seconds"] for h in state.history]
     # Each rank counts its own shard; the DistributedSampler gives every rank the same number of rows.

@@ -21,12 +21,12 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from components.config import Config
 from components.steps.summary import summarize
-from components.storage import Storage, join
+from components.storage import ServiceUnavailable, Storage, StorageError, join
 from pipelines.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,17 @@ def _watch_parent(parent: int, token: str) -> None:
 def run_local(cfg: Config, data_root: str, run_uri: str, last_weeks: int = 0, fail_on_rejected: bool = True,
               simulate_if_empty: bool = False, log_path: str | Path | None = None, echo: Callable[[str, bool], None] | None = None,
               verbose: bool = False) -> dict:
-    """Execute ``servicetime_pipeline`` locally in a child process; return the run summary (also on failure)."""
+    """Execute ``servicetime_pipeline`` locally in a child process; return the run summary (also on failure).
+
+    Before any step: the services the run uses answer (else ``ServiceUnavailable`` naming one), and
+    MLflow's store exists (a fresh workspace's SQLite is migrated here, once, not by racing steps).
+    After the run: its MLflow runs still RUNNING (a step killed outright) end KILLED.
+    """
+    from components import tracking
+    from components.steps import check_services
+
+    check_services(tracking.tracking_uri(cfg), (data_root, run_uri))
+    tracking.setup(cfg)
     token = os.environ.get(RUN_TOKEN) or uuid.uuid4().hex
     log_path = Path(log_path or Path(cfg.workspace) / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,24 +150,58 @@ def run_local(cfg: Config, data_root: str, run_uri: str, last_weeks: int = 0, fa
         Path(fh.name).unlink(missing_ok=True)
         stop_marked(token)  # whatever of the run outlived it (a Ray worker slow to exit)
     summary_uri = join(run_uri, "summary.json")
-    if storage.exists(summary_uri):
-        summary = storage.read_json(summary_uri)
-    else:
+    try:
+        summary = storage.read_json(summary_uri) if storage.exists(summary_uri) else None
+    except StorageError as exc:  # S3 went away with the run's records
+        log.warning("cannot read the run's summary: %s", exc)
+        summary = None
+    if summary is None:
         summary = summarize(run_uri, "FAILED", f"the run's process ended with exit status {child.returncode}")
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
     summary["artifacts"]["kfp_outputs"] = str(Path(cfg.workspace).resolve() / "kfp")
     summary["artifacts"]["log"] = str(log_path)
     if summary.get("status") != "SUCCEEDED":
         summary["failure_tail"] = progress.failure_tail()
-    storage.write_json(summary_uri, summary)
+        down = _service_down(cfg, data_root, run_uri)
+        if down:  # say which service took the run down, in one line, before the step's own words
+            summary["error"] = f"{down} (the run failed while it was down; step error: {summary.get('error')})"
+    _end_orphans(cfg, token)
+    try:
+        storage.write_json(summary_uri, summary)
+    except StorageError as exc:
+        log.warning("cannot write the run's summary to %s: %s", summary_uri, exc)
     return summary
+
+
+def _service_down(cfg: Config, data_root: str, run_uri: str) -> str | None:
+    from components import tracking
+    from components.steps import check_services
+
+    try:
+        check_services(tracking.tracking_uri(cfg), (data_root, run_uri))
+    except ServiceUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def _end_orphans(cfg: Config, token: str) -> None:
+    """MLflow runs of this pipeline run left RUNNING (their step was SIGKILLed) end KILLED."""
+    from components import tracking
+
+    try:
+        ended = tracking.end_orphaned_runs(cfg, token)
+    except Exception as exc:  # noqa: BLE001 (MLflow itself may be down; the summary already says why the run failed)
+        log.warning("could not check for MLflow runs left RUNNING: %s", exc)
+        return
+    if ended:
+        log.warning("ended MLflow run(s) left RUNNING by a killed step as KILLED: %s", ", ".join(ended))
 
 
 def _record(storage: Storage, run_uri: str, step: str) -> dict | None:
     uri = join(run_uri, "steps", f"{step}.json")
     try:
         return storage.read_json(uri) if storage.exists(uri) else None
-    except Exception:  # a figure for the progress line only; never fails the run
+    except Exception:  # noqa: BLE001 (a figure for the progress line only; never fails the run)
         return None
 
 
@@ -179,7 +223,7 @@ def _child(spec_path: str) -> int:
     try:
         execute(config_from_json(spec["config"]), spec["data_root"], spec["run_uri"], spec["last_weeks"],
                 spec["fail_on_rejected"], spec["simulate_if_empty"])
-    except Exception as exc:  # the local runner raises on some failures even with raise_on_error=False
+    except Exception as exc:  # noqa: BLE001 (the local runner raises on some failures even with raise_on_error=False)
         log.error("pipeline failed: %s", exc)
         return 1
     return 0

@@ -15,7 +15,10 @@ from kfp import dsl
 from pipelines import ops
 
 JOB_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER  # names the run's folder when run_uri is one (pipelines/run_uri.py)
-NETWORK_RETRY = {"num_retries": 2, "backoff_duration": "5s", "backoff_factor": 2.0}
+# Retries are for a blip of S3 or MLflow: a retried attempt checks the services first and stops at
+# once when an earlier attempt failed for good (components.steps.guarded), so an outage or a bad
+# file ends the step in seconds per attempt, not minutes.
+NETWORK_RETRY = {"num_retries": 2, "backoff_duration": "2s", "backoff_factor": 2.0, "backoff_max_duration": "10s"}
 TaskHook = Callable[[dsl.PipelineTask], None]
 
 

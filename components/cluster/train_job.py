@@ -23,7 +23,8 @@ from components.storage import Storage, join
 from components.train import TrainResult, train_with_ray
 
 log = logging.getLogger(__name__)
-RESULT = "result.pt"
+RESULT = "result.pt"  # the weights only (a state dict), loaded with weights_only=True
+RESULT_META = "result.json"  # everything else, as JSON
 TIMEOUT_S = 3 * 3600
 
 
@@ -69,17 +70,22 @@ def train_on_kuberay(cfg: Config, features_dir: Path, net: NetConfig, run_name: 
 
 
 def save_result(result: TrainResult, out_uri: str) -> None:
+    """The weights as a state dict, the rest as JSON: reading them back never unpickles code."""
     buf = io.BytesIO()
-    torch.save({"state_dict": result.state_dict, "net": result.net.to_dict(), "history": result.history,
-                "best_epoch": result.best_epoch, "seconds": result.seconds, "samples_seen": result.samples_seen,
-                "num_workers": result.num_workers,
-                "extra": {k: v for k, v in result.extra.items() if isinstance(v, (int, float, str))}}, buf)
-    Storage().write_bytes(join(out_uri, RESULT), buf.getvalue())
+    torch.save(dict(result.state_dict), buf)
+    storage = Storage()
+    storage.write_bytes(join(out_uri, RESULT), buf.getvalue())
+    storage.write_json(join(out_uri, RESULT_META), {
+        "net": result.net.to_dict(), "history": result.history, "best_epoch": result.best_epoch,
+        "seconds": result.seconds, "samples_seen": result.samples_seen, "num_workers": result.num_workers,
+        "extra": {k: v for k, v in result.extra.items() if isinstance(v, (int, float, str))}})
 
 
 def load_result(out_uri: str) -> TrainResult:
-    d = torch.load(io.BytesIO(Storage().read_bytes(join(out_uri, RESULT))), weights_only=False)
-    return TrainResult(d["state_dict"], NetConfig.from_dict(d["net"]), d["history"], d["best_epoch"], d["seconds"],
+    storage = Storage()
+    state_dict = torch.load(io.BytesIO(storage.read_bytes(join(out_uri, RESULT))), weights_only=True)
+    d = storage.read_json(join(out_uri, RESULT_META))
+    return TrainResult(state_dict, NetConfig.from_dict(d["net"]), d["history"], d["best_epoch"], d["seconds"],
                        d["samples_seen"], d["num_workers"], extra=d["extra"])
 
 

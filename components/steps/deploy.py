@@ -21,7 +21,7 @@ from components import tracking
 from components.bundle import Predictor
 from components.config import Config
 from components.schema import LABEL
-from components.steps import record
+from components.steps import guarded, record
 from components.steps.featurize import TEST
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,11 @@ def kubernetes_rollout(cfg: Config, name: str, version: str, test: pd.DataFrame)
 
 
 def deploy_step(cfg: Config, features_dir: str | Path, expected_mae: float, run_uri: str | None = None) -> dict:
+    with guarded("deploy", run_uri, tracking.tracking_uri(cfg)):
+        return _deploy_step(cfg, features_dir, expected_mae, run_uri)
+
+
+def _deploy_step(cfg: Config, features_dir: str | Path, expected_mae: float, run_uri: str | None = None) -> dict:
     tracking.setup(cfg)
     name = tracking.model_name(cfg)
     version = tracking.alias_version(cfg, tracking.CHAMPION)

@@ -15,7 +15,7 @@ from components.baselines import BASELINES, fit_baselines
 from components.bundle import Predictor
 from components.config import Config
 from components.evaluate import evaluate, write_report
-from components.steps import record
+from components.steps import guarded, record
 from components.steps.featurize import TEST, TRAIN_FRAME, VAL_FRAME
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,12 @@ def load_champion(cfg: Config) -> Predictor | None:
 
 def evaluate_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path, out_dir: str | Path,
                   run_id: str | None = None, run_uri: str | None = None) -> dict:
+    with guarded("evaluate", run_uri, tracking.tracking_uri(cfg)):
+        return _evaluate_step(cfg, features_dir, bundle_dir, out_dir, run_id, run_uri)
+
+
+def _evaluate_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path, out_dir: str | Path,
+                   run_id: str | None = None, run_uri: str | None = None) -> dict:
     features_dir, out = Path(features_dir), Path(out_dir)
     tracking.setup(cfg)
     test = pd.read_parquet(features_dir / TEST)
@@ -47,7 +53,7 @@ def evaluate_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path,
     (out / "verdict.json").write_text(json.dumps(ev.verdict, indent=2))
     report = write_report(ev, out, title=f"Evaluation on held-out weeks {split['weeks']['test'][0]} .. {split['weeks']['test'][-1]}")
     if run_id:
-        with mlflow.start_run(run_id=run_id):
+        with tracking.start_run(run_id=run_id):
             for k in ("candidate", *BASELINES, "champion"):
                 if ev.metrics[k]:
                     mlflow.log_metrics({f"test_{k}_{m}": v for m, v in ev.metrics[k].items() if m != "n"})

@@ -8,11 +8,17 @@ from pathlib import Path
 from components.config import DataConfig
 from components.datasets import DatasetStore
 from components.simulator import generate, to_parquet_bytes
-from components.steps import record
+from components.steps import guarded, record
 
 
 def ingest(data_root: str, out_dir: str | Path, last_weeks: int = 0, run_uri: str | None = None,
            simulate_if_empty: DataConfig | None = None) -> dict:
+    with guarded("ingest", run_uri, uris=(data_root,)):
+        return _ingest(data_root, out_dir, last_weeks, run_uri, simulate_if_empty)
+
+
+def _ingest(data_root: str, out_dir: str | Path, last_weeks: int = 0, run_uri: str | None = None,
+            simulate_if_empty: DataConfig | None = None) -> dict:
     """Freeze the landing zone into a version. With ``simulate_if_empty``, an empty landing
     zone (a fresh cluster's bucket) is first filled by the simulator, the lab's data source."""
     store = DatasetStore(data_root)

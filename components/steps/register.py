@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from components import tracking
 from components.config import Config
-from components.steps import record
+from components.steps import guarded, record
 
 
 def promote_step(cfg: Config, version: str, run_uri: str | None = None) -> dict:
+    with guarded("register", run_uri, tracking.tracking_uri(cfg)):
+        return _promote_step(cfg, version, run_uri)
+
+
+def _promote_step(cfg: Config, version: str, run_uri: str | None = None) -> dict:
     tracking.setup(cfg)
     return record(run_uri, "register", tracking.promote(cfg, version))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from components.storage import Storage, StorageError, join
+
+log = logging.getLogger(__name__)
 
 MODELS = ("candidate", "baseline", "baseline_calibrated", "baseline_history", "champion")
 STEPS = ("ingest", "validate", "features", "train", "evaluate", "register", "deploy")
@@ -59,7 +62,10 @@ def summarize(run_uri: str, status: str = "SUCCEEDED", error: str | None = None)
         },
         "steps_completed": [s for s in STEPS if steps[s] is not None],
     }
-    storage.write_json(join(run_uri, "summary.json"), summary)
+    try:
+        storage.write_json(join(run_uri, "summary.json"), summary)
+    except StorageError as exc:  # the store may be what failed the run: the summary is still returned
+        log.warning("cannot write %s: %s", join(run_uri, "summary.json"), exc)
     return summary
 
 

@@ -18,9 +18,9 @@ from components.features import FeatureTransform
 from components.model import NetConfig
 from components.planning import calibrate_windows
 from components.schema import FEATURES
-from components.steps import record
+from components.steps import guarded, record
 from components.steps.featurize import TRAIN, VAL, VAL_FRAME
-from components.storage import local_path
+from components.storage import Storage, file_lock, join, local_path
 from components.train import Arrays, TrainResult, train_in_process, train_with_ray
 from components.tune import apply_tuned
 
@@ -33,7 +33,13 @@ def net_config(cfg: Config, transform: FeatureTransform, train: Arrays) -> NetCo
                      cfg.train.dropout, float(pd.Series(train.y).mean()), monotone)
 
 
-def fit(cfg: Config, features_dir: Path, run_name: str) -> TrainResult:
+def checkpoint_key(cfg: Config, data_version: str) -> str:
+    """Ray's run name for local training: the same data and config give the same name, so a run
+    that was killed mid-training is resumed by the next run of that data and config."""
+    return f"train-{data_version[:12]}-{cfg.hash()}"
+
+
+def fit(cfg: Config, features_dir: Path, run_name: str, data_version: str = "") -> TrainResult:
     """Pick the training path from config: 0 workers in-process, else Ray (local or KubeRay)."""
     train = Arrays.from_bytes((features_dir / TRAIN).read_bytes())
     transform = FeatureTransform.load(features_dir / "transform.json")
@@ -46,12 +52,30 @@ def fit(cfg: Config, features_dir: Path, run_name: str) -> TrainResult:
 
         return train_on_kuberay(cfg, features_dir, net, run_name)
     checkpoints = cfg.train.checkpoint_uri or str((local_path(cfg.workspace) / "checkpoints").resolve())
-    return train_with_ray(str((features_dir / TRAIN).resolve()), str((features_dir / VAL).resolve()), net, cfg.train,
-                          checkpoints, run_name)
+    key = checkpoint_key(cfg, data_version) if data_version else run_name
+    locks = local_path(cfg.workspace).resolve() / "locks"
+    # A run of the same data and config going on right now owns those checkpoints: train apart from it.
+    with file_lock(locks / f"{key}.lock", blocking=False) as owned:
+        if not owned:
+            key = run_name
+        if Storage().list(join(checkpoints, key)):
+            log.warning("resuming the checkpoints of an earlier, interrupted run: %s", join(checkpoints, key))
+        result = train_with_ray(str((features_dir / TRAIN).resolve()), str((features_dir / VAL).resolve()), net,
+                                cfg.train, checkpoints, key)
+        # Finished: the checkpoints are in the result now; leave none for a later run to resume.
+        Storage().delete_prefix(join(checkpoints, key))
+    result.extra.pop("checkpoint_path", None)
+    return result
 
 
 def train_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path, data_version: str,
                run_uri: str | None = None) -> dict:
+    with guarded("train", run_uri, tracking.tracking_uri(cfg)):
+        return _train_step(cfg, features_dir, bundle_dir, data_version, run_uri)
+
+
+def _train_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path, data_version: str,
+                run_uri: str | None = None) -> dict:
     """Train, calibrate, log and register a candidate.
 
     When ``train.use_tuned`` is true and ``<workspace>/tuning/best.json`` exists (written by
@@ -64,12 +88,12 @@ def train_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path, da
         log.info("using tuned settings from %s: %s", tuned_path, ", ".join(f"{k}={v}" for k, v in tuned.items()))
     tracking.setup(cfg)
     run_name = f"train-{time.strftime('%Y%m%d-%H%M%S')}-{data_version[:8]}"
-    with mlflow.start_run(run_name=run_name) as run:
+    with tracking.start_run(run_name=run_name) as run:
         tags = tracking.lineage(cfg, data_version)
         mlflow.set_tags(tags | ({"tuned_from": str(tuned_path)} if tuned else {}))
         mlflow.log_params({f"train.{k}": v for k, v in cfg.train.model_dump().items()} |
                           {"split.val_weeks": cfg.split.val_weeks, "split.test_weeks": cfg.split.test_weeks})
-        result = fit(cfg, features_dir, run_name)
+        result = fit(cfg, features_dir, run_name, data_version)
         for h in result.history:
             mlflow.log_metrics({"train_loss": h["train_loss"], "val_mae_s": h["val_mae_s"],
                                 "epoch_seconds": h["epoch_seconds"]}, step=int(h["epoch"]))

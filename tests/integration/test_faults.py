@@ -1,0 +1,112 @@
+"""The pipeline under faults, on the real parts: a stack whose S3 dies during a run, two runs
+started together on one workspace, and the stack's files that hold its keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from components import stack
+from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "components" / "configs" / "tiny.yaml"
+CLI = [sys.executable, "-m", "components.cli", "--config", str(TINY)]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "PROMETHEUS_MULTIPROC_DIR") and not k.startswith("AWS_")}
+    return {**env, **extra}
+
+
+def _world_readable_secrets(root: Path, secret: str) -> list[str]:
+    found = []
+    for path in root.rglob("*"):
+        if not path.is_file() or path.stat().st_mode & 0o077 == 0:
+            continue
+        try:
+            if secret.encode() in path.read_bytes():
+                found.append(f"{path} {oct(path.stat().st_mode)[-3:]}")
+        except OSError:
+            continue
+    return found
+
+
+def test_s3_killed_during_a_stack_run_fails_fast_naming_s3_and_leaves_no_running_mlflow_run(tmp_path):
+    ws = tmp_path / "ws"
+    cfg = tiny_config(ws)
+    state = stack.up(cfg, stack.StackPorts.free(), timeout_s=120)
+    try:
+        # The stack's keys: no file that holds the secret is readable by anyone else.
+        secret = state["s3"]["secret_key"]
+        assert _world_readable_secrets(ws, secret) == []
+        assert stack.state_path(cfg).stat().st_mode & 0o777 == 0o600
+
+        run = subprocess.Popen([*CLI, "--workspace", str(ws), "run", "--stack", "--simulate-if-empty", "--epochs", "40"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                               env=_env(), start_new_session=True)
+        lines: list[str] = []
+        killed_at = None
+        try:
+            for line in run.stdout:
+                lines.append(line.rstrip("\n"))
+                if killed_at is None and "train" in line and "started" in line:
+                    time.sleep(3)  # inside training: the MLflow run exists
+                    os.killpg(state["services"]["s3"]["pid"], signal.SIGKILL)
+                    killed_at = time.monotonic()
+            run.wait(timeout=300)
+        finally:
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
+        assert killed_at is not None, "\n".join(lines[-30:])
+        took = time.monotonic() - killed_at
+        text = "\n".join(lines)
+        assert run.returncode != 0, text[-3000:]
+        assert took < 90, f"the run took {took:.0f} s to fail after S3 died:\n{text[-3000:]}"
+        assert "S3 is not reachable at" in text, text[-3000:]
+
+        from mlflow import MlflowClient
+
+        client = MlflowClient(state["services"]["mlflow"]["url"])
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(experiments)
+        assert runs, "the train step had started an MLflow run"
+        assert [r.info.run_id for r in runs if r.info.status == "RUNNING"] == []
+    finally:
+        stack.down(cfg, timeout_s=5)
+
+
+def test_two_runs_started_together_keep_two_intact_records(tmp_path):
+    ws = tmp_path / "ws"
+    gen = subprocess.run([*CLI, "--workspace", str(ws), "data", "generate"], capture_output=True, text=True,
+                         cwd=tmp_path, env=_env(), timeout=300)
+    assert gen.returncode == 0, gen.stderr
+    assert not (ws / "mlflow.db").exists()  # the MLflow store is created by the runs, together
+    runs = [subprocess.Popen([*CLI, "--workspace", str(ws), "run", "--epochs", "2", "--summary",
+                              str(tmp_path / f"summary-{i}.json")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=_env())
+            for i in range(2)]
+    outputs = [r.communicate(timeout=600)[0] for r in runs]
+    for r, out in zip(runs, outputs):
+        assert r.returncode == 0, out[-3000:]
+    summaries = [json.loads((tmp_path / f"summary-{i}.json").read_text()) for i in range(2)]
+    uris = [s["run_uri"] for s in summaries]
+    assert uris[0] != uris[1]
+    for s in summaries:
+        assert s["status"] == "SUCCEEDED"
+        record = json.loads((Path(s["run_uri"]) / "summary.json").read_text())
+        assert record["run_uri"] == s["run_uri"]  # each run's own record describes that run
+        train = json.loads((Path(s["run_uri"]) / "steps" / "train.json").read_text())
+        assert train["model_version"] == s["model"]["version"]
+    assert sorted(s["model"]["version"] for s in summaries) == ["1", "2"]
+    assert not list(ws.rglob("*.tmp"))
