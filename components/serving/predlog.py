@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components.schema import ID
@@ -70,7 +71,8 @@ class Served:
 
 
 class _Known:
-    """Per model: the customers in its history snapshot and the areas in its vocabulary (computed once)."""
+    """Per model: the customers in its history snapshot and the areas in its vocabulary, as sets
+    built once (Arrow's is_in would rebuild its hash table of the snapshot on every call)."""
 
     def __init__(self) -> None:
         self._model: Any = None
@@ -86,35 +88,60 @@ class _Known:
         return self
 
 
+def _strings(values) -> pa.Array:
+    return pa.array(values, pa.string())
+
+
 def to_table(items: list[Served], known: _Known) -> pa.Table:
-    """Requests' answers as one Arrow table in ``LOG_SCHEMA``."""
-    columns: dict[str, list] = {f.name: [] for f in LOG_SCHEMA}
-    for it in items:
-        n = len(it.seconds)
-        cols = it.cols
-        ids = cols.get(ID) or [None] * n
-        columns["delivery_id"] += ids
-        columns["route_id"] += [str(r) for r in cols["route_id"]]
-        columns["stop_index"] += np.asarray(cols["stop_index"], dtype=float).astype(np.int64).tolist()
+    """Requests' answers as one Arrow table in ``LOG_SCHEMA``: columns gathered over all the
+    requests first, then one Arrow call per column (per-request Arrow calls cost more than a
+    single-stop request itself)."""
+    sizes = [len(it.seconds) for it in items]
+    n = sum(sizes)
+
+    def chain(column: str) -> list:
+        return list(itertools.chain.from_iterable(it.cols[column] for it in items))
+
+    ids = list(itertools.chain.from_iterable(it.cols.get(ID) or [None] * size for it, size in zip(items, sizes)))
+    found, area, names, versions = [], [], [], []
+    for it, size in zip(items, sizes, strict=True):
         if it.model is not None:
             k = known.of(it.model)
-            name, version = it.model.name, it.model.version
-            found = [c in k.customers for c in cols["customer_key"]]
-            area = [a in k.areas for a in cols["area_id"]]
+            found.append(np.fromiter(map(k.customers.__contains__, it.cols["customer_key"]), bool, size))
+            area.append(np.fromiter(map(k.areas.__contains__, it.cols["area_id"]), bool, size))
+            names.append(it.model.name)
+            versions.append(it.model.version)
         else:
-            name = version = None
-            found = [False] * n
-            area = [False] * n
-        columns["model_name"] += [name] * n
-        columns["model_version"] += [version] * n
-        columns["service_time_s"] += np.asarray(it.seconds, dtype=float).tolist()
-        columns["low_s"] += np.asarray(it.low, dtype=float).tolist()
-        columns["high_s"] += np.asarray(it.high, dtype=float).tolist()
-        columns["source"] += np.where(it.from_model, "model", "fallback").tolist()
-        columns["history_found"] += found
-        columns["area_known"] += area
-        columns["predicted_at"] += [int(it.at * 1000)] * n
-    return pa.Table.from_pydict(columns, schema=LOG_SCHEMA)
+            found.append(np.zeros(size, dtype=bool))
+            area.append(np.zeros(size, dtype=bool))
+            names.append(None)
+            versions.append(None)
+    per_item = np.repeat(np.arange(len(items)), sizes)
+
+    def each(values: list) -> pa.Array:  # one value per request, repeated over its stops
+        return pa.array(values, pa.string()).take(pa.array(per_item))
+
+    def numbers(attr: str) -> pa.Array:
+        return pa.array(np.concatenate([np.asarray(getattr(it, attr), dtype=float) for it in items]))
+
+    at_ms = np.repeat(np.array([int(it.at * 1000) for it in items], dtype=np.int64), sizes)
+    from_model = np.concatenate([np.asarray(it.from_model, dtype=bool) for it in items])
+    arrays = [
+        _strings(ids),
+        _strings(chain("route_id")),
+        pa.array(np.concatenate([np.asarray(it.cols["stop_index"], dtype=float) for it in items]).astype(np.int64)),
+        each(names),
+        each(versions),
+        numbers("seconds"),
+        numbers("low"),
+        numbers("high"),
+        pc.if_else(pa.array(from_model), "model", "fallback"),
+        pa.array(np.concatenate(found)),
+        pa.array(np.concatenate(area)),
+        pa.array(at_ms).cast(pa.timestamp("ms", tz="UTC")),
+    ]
+    assert all(len(a) == n for a in arrays)
+    return pa.Table.from_arrays(arrays, schema=LOG_SCHEMA)
 
 
 def day_of(unix_s: float) -> str:
@@ -196,10 +223,10 @@ class PredictionLog:
 
     @staticmethod
     def _by_day(table: pa.Table):
-        days = [day_of(ms / 1000) for ms in table.column("predicted_at").cast(pa.int64()).to_pylist()]
-        for day in sorted(set(days)):
-            mask = pa.array([d == day for d in days])
-            yield day, table.filter(mask)
+        ms = table.column("predicted_at").cast(pa.int64()).to_numpy()
+        day_index = ms // 86_400_000  # UTC days since the epoch
+        for d in np.unique(day_index).tolist():
+            yield day_of(d * 86_400), table.filter(pa.array(day_index == d))
 
     def _file_uri(self, day: str) -> str:
         name = f"part-{int(time.time() * 1000)}-{os.getpid()}-{next(self._seq):06d}.parquet"
