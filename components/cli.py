@@ -206,10 +206,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from pipelines.submit import cluster_config, compile_cluster_pipeline, compile_pipeline
+    from pipelines.submit import cluster_config, compile_cluster_pipeline, compile_pipeline, compile_plan_pipeline
 
     if args.cluster:  # with the cluster's endpoints and Secret, for uploading in the KFP UI
-        print(compile_cluster_pipeline(Path(args.out), cluster_config(_config(args))))
+        print(compile_cluster_pipeline(Path(args.out), cluster_config(_config(args)), plan=args.plan))
+    elif args.plan:
+        print(compile_plan_pipeline(args.out))
     else:
         print(compile_pipeline(args.out))
     return 0
@@ -221,7 +223,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.upload:  # the pipeline waits in the dashboard; a run starts only with --cron
         print(json.dumps(upload(cfg, args.host, version=args.version, experiment=args.experiment,
-                                recurring_cron=args.cron, namespace=args.namespace), indent=2))
+                                recurring_cron=args.cron, namespace=args.namespace, plan=args.plan), indent=2))
         return 0
     print(json.dumps(submit(cfg, args.host, recurring_cron=args.cron, experiment=args.experiment,
                             data_root=args.data_root, namespace=args.namespace), indent=2))
@@ -373,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="write the pipeline YAML")
     c.add_argument("--out", default="servicetime-pipeline.yaml")
     c.add_argument("--cluster", action="store_true", help="compile with the cluster's services and S3 Secret")
+    c.add_argument("--plan", action="store_true", help="the planning pipeline (servicetime-plan) instead")
     c.set_defaults(func=cmd_compile)
     s = sub.add_parser("submit", help="create a run (or a recurring run) on a KFP endpoint")
     s.add_argument("--host", required=True, help="KFP API URL, e.g. http://localhost:8081 through the SSH tunnel")
@@ -384,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="upload the pipeline as 'servicetime' (a version per commit) instead of starting a run; "
                         "with --cron, also a recurring run of that version")
     s.add_argument("--version", help="pipeline version name for --upload (default: the git commit)")
+    s.add_argument("--plan", action="store_true", help="with --upload: the planning pipeline (servicetime-plan)")
     s.set_defaults(func=cmd_submit)
     t = sub.add_parser("train", help="train from prepared features (the RayJob entry point)")
     t.add_argument("--features", required=True)

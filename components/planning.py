@@ -264,5 +264,19 @@ def plan_file(cfg: Config, orders_uri: str, out_uri: str, model_uri: str | None 
             "window_calibration": "fitted on " + calibration_uri if calibration_uri else "bundle"}
 
 
+def render_plan_summary(summary: dict) -> str:
+    """The plan's summary as Markdown (the KFP dashboard shows it beside the plan)."""
+    lines = ["# Plan", "",
+             f"- {summary['stops']:,} stops on {summary['routes']:,} routes, model v{summary['model_version']}",
+             f"- plan: `{summary['out']}`",
+             f"- arrival windows at {summary['level']:.0%}; calibration: {summary['window_calibration']}"]
+    c = summary.get("window_coverage")
+    if c:
+        lines.append(f"- on these stops' real arrivals: coverage **{c['coverage']:.1%}** "
+                     f"(stated {c['level']:.0%}), early {c['early_share']:.1%}, late {c['late_share']:.1%}, "
+                     f"mean width {c['mean_width_s'] / 60:.0f} min")
+    return "\n".join(lines) + "\n"
+
+
 __all__ = ["WindowCalibration", "DEFAULT_DRIVE_S", "drive_seconds", "planned_offsets", "fit_window_calibration",
-           "plan_routes", "window_coverage", "calibrate_windows", "simulated_orders", "save_window_calibration", "load_window_calibration", "plan_file"]
+           "plan_routes", "window_coverage", "calibrate_windows", "simulated_orders", "render_plan_summary", "save_window_calibration", "load_window_calibration", "plan_file"]

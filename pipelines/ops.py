@@ -159,3 +159,26 @@ def summary_op(run_uri: str, job_id: str, status: dsl.PipelineTaskFinalStatus) -
     summary = summarize(run_uri, status.state, status.error_message or None)
     print(json.dumps({k: summary[k] for k in ("status", "data_version", "rows", "verdict")}, indent=1))
     return summary["status"]
+
+
+
+@component
+def plan_op(config_json: str, orders_uri: str, out_uri: str, model_uri: str, calibration_uri: str, job_id: str,
+            plan: Output[Dataset], report: Output[Markdown]) -> str:
+    from pipelines.run_uri import resolve
+
+    # A folder (ending in /) gets one plan per run, named by the job id.
+    out_uri = resolve(out_uri, job_id) + ".parquet" if out_uri.endswith("/") else out_uri
+    import json
+    from pathlib import Path
+
+    from components.config import config_with
+    from components.planning import plan_file, render_plan_summary
+    from components.storage import Storage
+
+    summary = plan_file(config_with(config_json), orders_uri, out_uri, model_uri=model_uri or None,
+                        calibration_uri=calibration_uri or None)
+    Path(plan.path).write_bytes(Storage().read_bytes(out_uri))  # also an artifact the dashboard can show
+    plan.metadata.update({k: summary[k] for k in ("stops", "routes", "level", "model_version", "out")})
+    Path(report.path).write_text(render_plan_summary(summary))
+    return json.dumps(summary)

@@ -14,6 +14,8 @@ from components.cluster.podspec import S3_SECRET  # created by infra/bootstrap.s
 CLUSTER_PIPELINE = "servicetime-cluster"  # the compiled pipeline's own name
 UPLOAD_NAME = "servicetime"  # the pipeline as the dashboard lists it
 PIPELINE_DESCRIPTION = "Delivery service-time model: data to deployed champion, on this cluster"
+PLAN_UPLOAD_NAME = "servicetime-plan"
+PLAN_DESCRIPTION = "Next week's planned stops: service times and promised arrival windows from the champion"
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 
 
@@ -24,6 +26,16 @@ def compile_pipeline(out: str | Path) -> str:
 
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(servicetime_pipeline, str(out))
+    return str(out)
+
+
+def compile_plan_pipeline(out: str | Path) -> str:
+    from kfp import compiler
+
+    from pipelines.plan_pipeline import servicetime_plan
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(servicetime_plan, str(out))
     return str(out)
 
 
@@ -94,12 +106,15 @@ def cluster_defaults(cfg: Config) -> dict:
     }
 
 
-def compile_cluster_pipeline(out: Path, cfg: Config) -> Path:
-    """Compile with the cluster's environment on every task (endpoints as values, credentials
-    from a Secret) and the cluster's defaults, so the dashboard's defaults make a real run."""
-    from kfp import compiler, dsl, kubernetes
+def plan_defaults(cfg: Config) -> dict:
+    """The plan pipeline's *Create run* defaults: orders where the README says to put them, a plan per run."""
+    p = platform()
+    return {"orders_uri": f"s3://{p.buckets.data}/orders/next-week.parquet",
+            "out_uri": f"s3://{p.buckets.artifacts}/plans/", "config_json": cfg.model_dump_json()}
 
-    from pipelines.pipeline import make_pipeline
+
+def _cluster_hook(cfg: Config):
+    from kfp import dsl, kubernetes
 
     env = pipeline_env(cfg)
 
@@ -108,7 +123,23 @@ def compile_cluster_pipeline(out: Path, cfg: Config) -> Path:
             task.set_env_variable(key, value)
         kubernetes.use_secret_as_env(task, secret_name=S3_SECRET, secret_key_to_env=S3_SECRET_KEYS)
 
-    pipeline = make_pipeline(configure, name=CLUSTER_PIPELINE, defaults=cluster_defaults(cfg))
+    return configure
+
+
+def compile_cluster_pipeline(out: Path, cfg: Config, plan: bool = False) -> Path:
+    """Compile with the cluster's environment on every task (endpoints as values, credentials
+    from a Secret) and the cluster's defaults, so the dashboard's defaults make a real run.
+    ``plan``: the planning pipeline (``servicetime-plan``) instead of the training one."""
+    from kfp import compiler
+
+    if plan:
+        from pipelines.plan_pipeline import PLAN_PIPELINE, make_plan_pipeline
+
+        pipeline = make_plan_pipeline(_cluster_hook(cfg), name=PLAN_PIPELINE, defaults=plan_defaults(cfg))
+    else:
+        from pipelines.pipeline import make_pipeline
+
+        pipeline = make_pipeline(_cluster_hook(cfg), name=CLUSTER_PIPELINE, defaults=cluster_defaults(cfg))
     compiler.Compiler().compile(pipeline, str(out))
     return out
 
@@ -129,9 +160,10 @@ def git_version(repo: Path | None = None) -> str:
 
 
 def upload(cfg: Config, host: str, version: str | None = None, experiment: str = "servicetime",
-           recurring_cron: str | None = None, namespace: str | None = None, client=None) -> dict:
-    """Put the pipeline in the KFP dashboard: pipeline ``servicetime``, a version named by the commit,
-    an experiment, and (when asked) a recurring run of that version. Safe to repeat."""
+           recurring_cron: str | None = None, namespace: str | None = None, client=None, plan: bool = False) -> dict:
+    """Put the pipeline in the KFP dashboard: pipeline ``servicetime`` (``servicetime-plan`` with ``plan``),
+    a version named by the commit, an experiment, and (when asked) a recurring run of that version.
+    Safe to repeat."""
     import tempfile
 
     import kfp
@@ -139,23 +171,23 @@ def upload(cfg: Config, host: str, version: str | None = None, experiment: str =
     ccfg = cluster_config(cfg)
     version = version or git_version()
     client = client or kfp.Client(host=host, namespace=namespace)
+    name, description = (PLAN_UPLOAD_NAME, PLAN_DESCRIPTION) if plan else (UPLOAD_NAME, PIPELINE_DESCRIPTION)
     with tempfile.TemporaryDirectory() as tmp:
-        package = str(compile_cluster_pipeline(Path(tmp) / "servicetime.yaml", ccfg))
-        pipeline_id = client.get_pipeline_id(UPLOAD_NAME)
+        package = str(compile_cluster_pipeline(Path(tmp) / f"{name}.yaml", ccfg, plan=plan))
+        pipeline_id = client.get_pipeline_id(name)
         if pipeline_id is None:
-            pipeline_id = client.upload_pipeline(package, pipeline_name=UPLOAD_NAME,
-                                                 description=PIPELINE_DESCRIPTION).pipeline_id
+            pipeline_id = client.upload_pipeline(package, pipeline_name=name, description=description).pipeline_id
         versions = client.list_pipeline_versions(pipeline_id, page_size=200).pipeline_versions or []
         found = next((v for v in versions if v.display_name == version), None)
         created = found is None
         if created:
             found = client.upload_pipeline_version(package, pipeline_version_name=version, pipeline_id=pipeline_id,
-                                                   description=f"{PIPELINE_DESCRIPTION} (commit {version})")
+                                                   description=f"{description} (commit {version})")
     exp = client.create_experiment(experiment, namespace=namespace)  # returns the existing one by name
     out = {"pipeline_id": pipeline_id, "version_id": found.pipeline_version_id, "version": version,
            "uploaded": created, "experiment_id": exp.experiment_id}
     if recurring_cron:
-        job = client.create_recurring_run(experiment_id=exp.experiment_id, job_name=f"{UPLOAD_NAME}-weekly",
+        job = client.create_recurring_run(experiment_id=exp.experiment_id, job_name=f"{name}-weekly",
                                           cron_expression=recurring_cron, pipeline_id=pipeline_id,
                                           version_id=found.pipeline_version_id, enable_caching=False,
                                           max_concurrency=1, no_catchup=True)
