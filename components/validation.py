@@ -186,6 +186,7 @@ def validate_batch(
                 errors.append(f"distribution of {name} is far from the reference: PSI {value:.2f} > {cfg.psi_reject}")
             elif value > cfg.psi_warn:
                 warnings.append(f"{name} drifted: PSI {value:.2f} > {cfg.psi_warn}")
+        reference.shift_checks(typed, cfg.shifts, errors, warnings)  # label, categories, keys, hours (components.drift)
     bad_share = len(row_reasons) / rows_in
     if bad_share > cfg.max_quarantine_ratio:
         errors.append(f"{bad_share:.0%} of rows fail row checks (limit {cfg.max_quarantine_ratio:.0%})")
