@@ -42,7 +42,7 @@ class StorageConfig(_Section):
 class ShiftConfig(_Section):
     """Silent upstream shifts caught at validation (components.drift.shift_checks)."""
 
-    label_quantile_warn: float = 0.10  # largest |batch quantile / reference quantile - 1| over q10..q90
+    label_quantile_warn: float = 0.15  # mean of (batch quantile / reference quantile - 1) over q10..q90
     label_quantile_reject: float = 0.20
     category_psi_warn: float = 0.2  # area_type, building_type, area_id shares against the reference
     category_psi_reject: float = 1.0
