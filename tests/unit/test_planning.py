@@ -30,3 +30,18 @@ def test_quantiles_by_position_bin():
     assert lo.tolist() == [-1.0, -1.0, -1.0, -2.0, -2.0]
     assert hi.tolist() == [1.5, 1.5, 1.5, 3.0, 3.0]
     assert P.WindowCalibration.from_dict(w.to_dict()) == w
+
+
+def test_plot_route_draws_each_stop_and_marks_arrivals_outside_the_window():
+    t0 = pd.Timestamp("2024-01-01 09:00", tz="UTC")
+    minutes = lambda m: t0 + pd.to_timedelta(m, unit="min")  # noqa: E731
+    plan = pd.DataFrame({"delivery_id": ["a", "b", "c"], "route_id": "r", "stop_index": [0, 1, 2],
+                         "planned_arrival": minutes([0, 10, 20]), "window_start": minutes([0, 5, 12]),
+                         "window_end": minutes([0, 15, 30])})
+    actual = pd.DataFrame({"delivery_id": ["a", "b", "c"], "delivered_at": minutes([0, 11, 45])})
+    fig = P.plot_route(plan, "r", actual)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 3  # a window bar per stop
+    lines = {line.get_label(): line for line in ax.lines}
+    assert list(lines["arrived, outside"].get_xdata()) == [45.0]  # only stop 2 came outside its window
+    assert list(lines["arrived, in window"].get_xdata()) == [0.0, 11.0]
