@@ -186,6 +186,8 @@ def run_search(train_bytes: bytes, val_bytes: bytes, net: dict, train: TrainConf
     if trials < 1:
         raise ValueError("trials must be at least 1")
     cpus = max(1, min(trials, os.cpu_count() or 1))
+    # Tune's newer console output ignores verbose=0 and draws tables; the classic one honours it.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     started_ray = _start_ray(cpus)
     try:
         trainable = tune.with_resources(
