@@ -46,7 +46,9 @@ def headline(step: str, rec: dict | None) -> str:
                     f"{rec['defaults_val_mae_s']:.1f} s ({rec['improvement_pct']:+.1f} %)")
         if step == "train":
             where = f"{rec['num_workers']} Ray workers" if rec["num_workers"] else "in-process"
-            return f"best val MAE {rec['best_val_mae_s']:.1f} s (epoch {rec['best_epoch']}), {where}, v{rec['model_version']}"
+            tuned = ", tuned settings" if rec.get("tuned_from") else ""
+            return (f"best val MAE {rec['best_val_mae_s']:.1f} s (epoch {rec['best_epoch']}), {where}{tuned}, "
+                    f"v{rec['model_version']}")
         if step == "evaluate":
             mae = (rec.get("metrics") or {}).get("candidate", {}).get("mae")
             verdict = "BLESSED" if rec.get("blessed") else "not blessed"
