@@ -22,6 +22,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 CLUSTER = "07_chameleon.ipynb"
+# Run by its own tests (tests/unit/test_chaos.py): its scenarios start and break things on purpose.
+OTHERS = ("08_how_ml_breaks.ipynb",)
 MARKER = "SERVICETIME_NOTEBOOK_TEST"
 
 # name -> (parameter overrides, seconds any one cell may take: a hang guard, generous for a loaded CI machine). The defaults are already the
@@ -49,7 +51,23 @@ def _code(cell) -> bool:
 
 def test_every_notebook_is_listed():
     on_disk = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
-    assert on_disk == sorted([*LOCAL, CLUSTER])
+    assert on_disk == sorted([*LOCAL, CLUSTER, *OTHERS])
+
+
+@pytest.mark.parametrize("name", [*LOCAL, CLUSTER])
+def test_ends_with_its_receipt(name):
+    """Each lab produces its receipt (servicetime check) instead of a screenshot; 07 before the tear-down."""
+    from components.labs.receipts import LABS, lab_key
+
+    code = [c.source for c in _read(name).cells if _code(c)]
+    key = lab_key(name)
+    assert LABS[key].notebook == name
+    receipt_cells = [i for i, source in enumerate(code) if f'notebook_receipt("{key}"' in source]
+    assert len(receipt_cells) == 1, f"{name}: one cell calls notebook_receipt({key!r})"
+    if name == CLUSTER:
+        assert "terraform destroy" in "".join(code[receipt_cells[0]:]), "the receipt must come before the tear-down"
+    else:
+        assert receipt_cells[0] == len(code) - 1, f"{name}: the receipt cell is the last code cell"
 
 
 @pytest.mark.parametrize("name", [*LOCAL, CLUSTER])
@@ -73,7 +91,7 @@ def test_local_notebook_has_parameters_cell(name):
     nb = _read(name)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, f"{name}: exactly one cell tagged 'parameters'"
-    names = set(re.findall(r"^([A-Z_]+)\s*=", tagged[0].source, re.M))
+    names = set(re.findall(r"^([A-Z_]+)\s*=", tagged[0].source, re.MULTILINE))
     assert set(LOCAL[name][0]) | {"WORKSPACE"} <= names, f"{name}: parameters cell lacks {set(LOCAL[name][0]) - names}"
 
 
@@ -189,6 +207,8 @@ def test_notebook_runs(name, tmp_path, monkeypatch):
     token = uuid.uuid4().hex
     monkeypatch.setenv(MARKER, token)  # inherited by the kernel and everything it starts
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    monkeypatch.setenv("SERVICETIME_RECEIPTS", str(tmp_path / "receipts"))
+    monkeypatch.setenv("SERVICETIME_STUDENT", "notebook-test")
     run_dir = tmp_path / "cwd"
     run_dir.mkdir()
     client = NotebookClient(nb, kernel_name="python3", timeout=budget_s, allow_errors=False,
@@ -212,3 +232,11 @@ def test_notebook_runs(name, tmp_path, monkeypatch):
     assert _has_plot(nb), f"{name}: no plot was rendered (no image/png output)"
     assert not strays, f"{name} left processes running: {strays}"
     assert elapsed < budget_s, f"{name} took {elapsed:.0f} s (budget {budget_s} s)"
+    # The receipt cell checked what the notebook produced: every expectation met.
+    import json
+
+    from components.labs.receipts import lab_key
+
+    receipt = json.loads((tmp_path / "receipts" / "notebook-test" / f"lab-{lab_key(name)}.json").read_text())
+    failed = [f"{i['name']}: {i['found']} ({i['reason']})" for i in receipt["items"] if i["result"] == "fail"]
+    assert receipt["passed"] and not failed, f"{name}: its receipt fails: {failed}"
