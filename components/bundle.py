@@ -127,4 +127,4 @@ def calibrate_bundle(bundle_dir: str | Path, val: pd.DataFrame, cfg: Calibration
     return calibration
 
 
-__all__ = ["Predictor", "save_bundle", "find_bundle", "history_snapshot", "calibrate_bundle"]
+__all__ = ["Predictor", "calibrate_bundle", "find_bundle", "history_snapshot", "save_bundle"]

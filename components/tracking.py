@@ -152,6 +152,17 @@ def start_run(**kwargs) -> Iterator[mlflow.ActiveRun]:
             log.warning("could not end MLflow run %s as %s: %s", run.info.run_id, status, exc)
 
 
+def running_tokens(cfg: Config) -> set[str]:
+    """The pipeline-run tokens of MLflow runs still RUNNING (to find those whose pipeline run is gone)."""
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    if experiment is None:
+        return set()
+    running = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                 max_results=500)
+    return {r.data.tags[RUN_TOKEN_TAG] for r in running if RUN_TOKEN_TAG in r.data.tags}
+
+
 def end_orphaned_runs(cfg: Config, token: str, status: str = "KILLED") -> list[str]:
     """End the runs (and logged models) of one pipeline run that are still RUNNING (PENDING) after it ended."""
     client = MlflowClient()

@@ -91,6 +91,7 @@ class LoopState:
     bad_epochs: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     samples_seen: int = 0
+    resumed: int | None = None  # the epoch a restart resumed at (None: never restarted)
 
 
 def save_state(state: LoopState, path: Path) -> None:
@@ -248,7 +249,8 @@ def _ray_worker(config: dict) -> None:
         state.history = [*state.history]
         if rank == 0:
             log.warning("resuming from checkpoint after epoch %d", state.epoch - 1)
-        state.__dict__.setdefault("resumed", state.epoch)
+        if state.resumed is None:
+            state.resumed = state.epoch
 
     def on_epoch(s: LoopState, metrics: dict[str, float]) -> None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -114,6 +114,7 @@ def run_local(cfg: Config, data_root: str, run_uri: str, last_weeks: int = 0, fa
 
     check_services(tracking.tracking_uri(cfg), (data_root, run_uri))
     tracking.setup(cfg)
+    _end_dead_runs(cfg)
     token = os.environ.get(RUN_TOKEN) or uuid.uuid4().hex
     log_path = Path(log_path or Path(cfg.workspace) / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +183,21 @@ def _service_down(cfg: Config, data_root: str, run_uri: str) -> str | None:
     except ServiceUnavailable as exc:
         return str(exc)
     return None
+
+
+def _end_dead_runs(cfg: Config) -> None:
+    """MLflow runs left RUNNING by an earlier pipeline run whose processes are all gone (its parent
+    was SIGKILLed, so nothing of it could end them) end KILLED before this run starts."""
+    from components import tracking
+
+    try:
+        tokens = tracking.running_tokens(cfg)
+    except Exception as exc:  # noqa: BLE001 (housekeeping: never stops a run from starting)
+        log.warning("could not check for MLflow runs left RUNNING: %s", exc)
+        return
+    for token in tokens:
+        if not marked(token):
+            _end_orphans(cfg, token)
 
 
 def _end_orphans(cfg: Config, token: str) -> None:

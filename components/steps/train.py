@@ -33,6 +33,9 @@ def net_config(cfg: Config, transform: FeatureTransform, train: Arrays) -> NetCo
                      cfg.train.dropout, float(pd.Series(train.y).mean()), monotone)
 
 
+FINISHED = ".servicetime-finished"  # marks checkpoints whose training completed (nothing to resume)
+
+
 def checkpoint_key(cfg: Config, data_version: str) -> str:
     """Ray's run name for local training: the same data and config give the same name, so a run
     that was killed mid-training is resumed by the next run of that data and config."""
@@ -58,13 +61,15 @@ def fit(cfg: Config, features_dir: Path, run_name: str, data_version: str = "") 
     with file_lock(locks / f"{key}.lock", blocking=False) as owned:
         if not owned:
             key = run_name
-        if Storage().list(join(checkpoints, key)):
-            log.warning("resuming the checkpoints of an earlier, interrupted run: %s", join(checkpoints, key))
+        storage, folder = Storage(), join(checkpoints, key)
+        if storage.exists(join(folder, FINISHED)):  # a finished run's: start afresh, do not "resume" a done run
+            storage.delete_prefix(folder)
+        elif storage.list(folder):
+            log.warning("resuming the checkpoints of an earlier, interrupted run of this data and config: %s", folder)
         result = train_with_ray(str((features_dir / TRAIN).resolve()), str((features_dir / VAL).resolve()), net,
                                 cfg.train, checkpoints, key)
-        # Finished: the checkpoints are in the result now; leave none for a later run to resume.
-        Storage().delete_prefix(join(checkpoints, key))
-    result.extra.pop("checkpoint_path", None)
+        # Kept for inspection until the next run of this data and config, which removes them.
+        storage.write_text(join(folder, FINISHED), f"{run_name}\n")
     return result
 
 

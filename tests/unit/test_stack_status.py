@@ -15,7 +15,7 @@ from tests.conftest import tiny_config
 
 
 class _Ok(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (the stdlib's name)
+    def do_GET(self):
         self.send_response(200)
         self.end_headers()
         self.wfile.write(b"OK")
