@@ -436,8 +436,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from pydantic import ValidationError
 
-    from components.storage import ServiceUnavailable, StorageError
-
     configure()
     args = build_parser().parse_args(argv)
     verbose = bool(getattr(args, "verbose", False)) or os.environ.get("SERVICETIME_VERBOSE", "") not in ("", "0")
@@ -446,8 +444,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("servicetime: interrupted", file=sys.stderr)
         return 130
-    except (ValidationError, ServiceUnavailable, StorageError, FileNotFoundError, PermissionError, ValueError,
-            OSError) as exc:
+    except Exception as exc:
+        # Storage's errors only where a command loaded it: the bootstrap's small venv has no pandas.
+        storage = sys.modules.get("components.storage")
+        known = (ValidationError, FileNotFoundError, PermissionError, ValueError, OSError)
+        if not isinstance(exc, known + ((storage.ServiceUnavailable, storage.StorageError) if storage else ())):
+            raise
         if verbose:
             log.exception("%s failed", args.command)
         if isinstance(exc, ValidationError):  # pydantic's own text is a dozen lines; one per field is enough
