@@ -107,7 +107,9 @@ def cmd_data_orders(args: argparse.Namespace) -> int:
     from components.storage import Storage
 
     cfg = _config(args)
-    week = args.week if args.week is not None else len(DatasetStore(_data_root(cfg, args)).raw_batches()) or cfg.data.weeks
+    week = args.week
+    if week is None:  # the week after the data (or after the simulated year when there is none yet)
+        week = len(DatasetStore(_data_root(cfg, args)).raw_batches()) or cfg.data.weeks
     orders = simulated_orders(cfg.data, week, keep_labels=args.with_labels)
     Storage().write_parquet(args.out, orders)
     print(f"week {week}: {len(orders):,} planned stops on {orders['route_id'].nunique():,} routes -> {args.out}"
@@ -178,7 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"servicetime run {run_id}: data {data_root}, records {run_uri}")
     print(f"  KFP's and Ray's output: {log_path}")
     summary = run_local(cfg, data_root, run_uri, last_weeks=args.last_weeks, log_path=log_path,
-                        verbose=args.verbose)
+                        verbose=args.verbose, tune_trials=args.tune_trials)
     summary_path = args.summary or str(Path(cfg.workspace) / "summary.json")
     Storage().write_json(summary_path, summary)
     print()
@@ -358,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--last-weeks", type=int, default=0, help="use only the newest N weeks (0: all)")
     r.add_argument("--workers", type=int, help="Ray workers (0: train in-process)")
     r.add_argument("--epochs", type=int)
+    r.add_argument("--tune-trials", type=int, default=0,
+                   help="search the model's settings with this many Ray Tune trials before training (0: off)")
     r.add_argument("--stack", action="store_true", help="use the running local stack (S3 + MLflow server) instead of files")
     r.add_argument("--simulate-if-empty", action="store_true",
                    help="fill an empty --data-root (or the stack's bucket) with simulated weeks; "

@@ -35,7 +35,7 @@ STOP_GRACE_S = 3.0
 
 
 def execute(cfg: Config, data_root: str, run_uri: str, last_weeks: int = 0, fail_on_rejected: bool = True,
-            simulate_if_empty: bool = False) -> None:
+            simulate_if_empty: bool = False, tune_trials: int = 0) -> None:
     """The pipeline in this process (the child's work)."""
     import warnings
 
@@ -51,7 +51,7 @@ def execute(cfg: Config, data_root: str, run_uri: str, last_weeks: int = 0, fail
         data_root=data_root, run_uri=run_uri, config_json=cfg.model_dump_json(), last_weeks=last_weeks,
         num_workers=cfg.train.num_workers, epochs=cfg.train.epochs,
         min_improvement=cfg.eval.min_improvement_vs_baseline, max_slice_regression=cfg.eval.max_slice_regression,
-        fail_on_rejected=fail_on_rejected, simulate_if_empty=simulate_if_empty)
+        fail_on_rejected=fail_on_rejected, simulate_if_empty=simulate_if_empty, tune_trials=tune_trials)
 
 
 def marked(token: str) -> list[int]:
@@ -102,7 +102,7 @@ def _watch_parent(parent: int, token: str) -> None:
 
 def run_local(cfg: Config, data_root: str, run_uri: str, last_weeks: int = 0, fail_on_rejected: bool = True,
               simulate_if_empty: bool = False, log_path: str | Path | None = None, echo: Callable[[str, bool], None] | None = None,
-              verbose: bool = False) -> dict:
+              verbose: bool = False, tune_trials: int = 0) -> dict:
     """Execute ``servicetime_pipeline`` locally in a child process; return the run summary (also on failure).
 
     Before any step: the services the run uses answer (else ``ServiceUnavailable`` naming one), and
@@ -123,7 +123,8 @@ def run_local(cfg: Config, data_root: str, run_uri: str, last_weeks: int = 0, fa
     progress = Progress(echo, time.perf_counter, lambda step: _record(storage, run_uri, step), cfg.train.epochs,
                         tty=sys.stdout.isatty())
     spec = {"config": cfg.model_dump_json(), "data_root": data_root, "run_uri": run_uri, "last_weeks": last_weeks,
-            "fail_on_rejected": fail_on_rejected, "simulate_if_empty": simulate_if_empty, "parent": os.getpid()}
+            "fail_on_rejected": fail_on_rejected, "simulate_if_empty": simulate_if_empty, "tune_trials": tune_trials,
+            "parent": os.getpid()}
     started = time.perf_counter()
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(spec, fh)
@@ -238,7 +239,7 @@ def _child(spec_path: str) -> int:
     threading.Thread(target=_watch_parent, args=(spec["parent"], os.environ[RUN_TOKEN]), daemon=True).start()
     try:
         execute(config_from_json(spec["config"]), spec["data_root"], spec["run_uri"], spec["last_weeks"],
-                spec["fail_on_rejected"], spec["simulate_if_empty"])
+                spec["fail_on_rejected"], spec["simulate_if_empty"], spec.get("tune_trials", 0))
     except Exception as exc:  # noqa: BLE001 (the local runner raises on some failures even with raise_on_error=False)
         log.error("pipeline failed: %s", exc)
         return 1
