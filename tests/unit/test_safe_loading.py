@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _net() -> NetConfig:
-    return NetConfig((5, 7), 3, 4, (8,), 0.0, 300.0, ())
+    return NetConfig([5, 7], 3, 4, (8,), 0.0, 300.0, ())
 
 
 def test_no_unsafe_torch_load_in_the_project():
