@@ -249,7 +249,7 @@ def check_quickstart(ctx: Context) -> None:
     model = summary.get("model", {})
     _, versions, _ = _registry(ctx, champion=bool(summary.get("verdict", {}).get("blessed")))
     if versions and model.get("version"):
-        by_version = {v.version: v for v in versions}
+        by_version = {str(v.version): v for v in versions}
         registered = by_version.get(str(model["version"]))
         ctx.expect("summary's model in the registry", f"version {model['version']} from run {model.get('run_id')}",
                    registered.run_id if registered else "not registered",
