@@ -33,6 +33,10 @@ ERROR_RATIO = 0.05
 FALLBACK_RATIO = 0.05
 PSI_THRESHOLD = 0.2  # PSI above 0.2 is the usual "significant shift"
 STALE_MODEL_DAYS = 14  # weekly batches: two missed retrains
+# Online quality (servicetime monitor: served predictions joined with the labels that arrived).
+ONLINE_SLICE_BIAS_S = 20.0  # a slice's mean error this far from zero: the model is off for those stops
+ONLINE_COVERAGE_GAP = 0.05  # coverage this far below the interval's nominal level
+STALE_ONLINE_REPORT_DAYS = 8  # weekly labels: a report older than a week and a day means the job stopped
 
 
 def _rate(metric: str, selector: str, window: str = "5m") -> str:
@@ -150,6 +154,33 @@ def alert_rules() -> list[dict]:
             "Pod {{ $labels.pod }} serves fallback answers only; check its log and the MLflow alias.",
         ),
         _alert(
+            "ServicetimeOnlineSliceBias",
+            f"max by ({m.LABEL_SLICE}) (abs({m.ONLINE_BIAS}{{{JOB}}})) > {ONLINE_SLICE_BIAS_S}",
+            "1h",
+            "warning",
+            "Online bias on {{ $labels." + m.LABEL_SLICE + " }}",
+            "Served predictions against the labels that arrived are off by {{ $value | printf \"%.0f\" }} s "
+            f"on average for this slice (limit {ONLINE_SLICE_BIAS_S:.0f} s); retrain or check the feed.",
+        ),
+        _alert(
+            "ServicetimeOnlineCoverageLow",
+            f'max({m.ONLINE_NOMINAL_COVERAGE}{{{JOB}}}) - max({m.ONLINE_COVERAGE}{{{JOB},{m.LABEL_SLICE}="{m.SLICE_ALL}"}}) '
+            f"> {ONLINE_COVERAGE_GAP}",
+            "1h",
+            "warning",
+            "Served intervals cover fewer labels than promised",
+            f"Online coverage is {{{{ $value | humanizePercentage }}}} below the nominal level (limit {ONLINE_COVERAGE_GAP:.0%}).",
+        ),
+        _alert(
+            "ServicetimeOnlineReportStale",
+            f"time() - max({m.ONLINE_REPORT_TIMESTAMP}{{{JOB}}}) > {STALE_ONLINE_REPORT_DAYS} * 86400",
+            "1h",
+            "warning",
+            "No fresh online-quality report",
+            f"The latest `servicetime monitor` report is {{{{ $value | humanizeDuration }}}} old "
+            f"(limit {STALE_ONLINE_REPORT_DAYS} days): the labels join has stopped.",
+        ),
+        _alert(
             "ServicetimeScrapeDown",
             f"up{{{JOB}}} == 0",
             "5m",
@@ -248,6 +279,33 @@ def render_dashboard() -> str:
             ],
             options={"showHeader": True},
             transformations=[{"id": "merge", "options": {}}],
+        ),
+    ]
+    online = f"max by ({m.LABEL_SLICE}) (%s{{{job}}})"
+    panels += [
+        _panel(
+            7, "Online MAE by slice (served vs arrived labels)", "timeseries", (0, 24, 12, 8),
+            [(online % m.ONLINE_MAE, f"{{{{{m.LABEL_SLICE}}}}}")], **_unit("s"),
+        ),
+        _panel(
+            8, "Online bias by slice (prediction - actual)", "timeseries", (12, 24, 12, 8),
+            [(online % m.ONLINE_BIAS, f"{{{{{m.LABEL_SLICE}}}}}")],
+            fieldConfig={"defaults": {"unit": "s", "custom": {"thresholdsStyle": {"mode": "line"}}, "thresholds": {
+                "mode": "absolute", "steps": [{"color": "green", "value": None},
+                                              {"color": "red", "value": ONLINE_SLICE_BIAS_S}]}}, "overrides": []},
+        ),
+        _panel(
+            9, "Online interval coverage and late share", "timeseries", (0, 32, 12, 8),
+            [(online % m.ONLINE_COVERAGE, f"coverage {{{{{m.LABEL_SLICE}}}}}"),
+             (f"max({m.ONLINE_NOMINAL_COVERAGE}{{{job}}})", "nominal"),
+             (online % m.ONLINE_LATE_SHARE, f"late {{{{{m.LABEL_SLICE}}}}}")],
+            **_unit("percentunit"),
+        ),
+        _panel(
+            10, "Prediction log", "timeseries", (12, 32, 12, 8),
+            [(f"sum(rate({m.PREDICTION_LOG_ROWS}_total{{{job}}}[{w}]))", "rows written/s"),
+             (f"sum(rate({m.PREDICTION_LOG_DROPPED}_total{{{job}}}[{w}]))", "rows dropped/s"),
+             (f'max({m.ONLINE_ROWS}{{{job},{m.LABEL_SLICE}="{m.SLICE_ALL}"}})', "joined rows (latest report)")],
         ),
     ]
     for target in panels[5]["targets"]:
