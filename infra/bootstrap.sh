@@ -202,6 +202,13 @@ create_secrets() {
   ensure_secret "$NS" postgres-credentials \
     POSTGRES_USER=mlflow "POSTGRES_PASSWORD=$(rand 16)" POSTGRES_DB=mlflow
   ensure_secret "$NS" grafana-admin user=admin "password=$(rand 12)"
+  # One S3 user per workload (components/cluster/s3_users.py sets what each may touch).
+  ensure_secret "$NS" s3-mlflow "AWS_ACCESS_KEY_ID=st$(rand 8)" "AWS_SECRET_ACCESS_KEY=$(rand 16)"
+  ensure_secret "$NS" s3-ray "AWS_ACCESS_KEY_ID=st$(rand 8)" "AWS_SECRET_ACCESS_KEY=$(rand 16)"
+  ensure_secret "$NS" s3-model-server "AWS_ACCESS_KEY_ID=st$(rand 8)" "AWS_SECRET_ACCESS_KEY=$(rand 16)"
+  # MLflow's basic-auth admin, which every client of ours logs in as; the model server's bearer token.
+  ensure_secret "$NS" mlflow-auth MLFLOW_TRACKING_USERNAME=servicetime "MLFLOW_TRACKING_PASSWORD=$(rand 16)"
+  ensure_secret "$NS" model-server-token "token=$(rand 24)"
 }
 
 # KFP's launcher, API server, Argo and pipeline pods read the same S3 user from
@@ -214,6 +221,12 @@ copy_s3_secret_to_kfp() {
     "--from-literal=AWS_ACCESS_KEY_ID=$key" "--from-literal=AWS_SECRET_ACCESS_KEY=$secret" \
     "--from-literal=accesskey=$key" "--from-literal=secretkey=$secret" \
     --dry-run=client -o yaml | kc apply -f - >/dev/null
+  # Pipeline steps log to MLflow as the same user (read from the Secret, never from the command line).
+  kc -n "$NS" get secret mlflow-auth -o json \
+    | "$VENV/bin/python" -c 'import json, sys; s = json.load(sys.stdin); m = s["metadata"]
+print(json.dumps({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": s["data"],
+                  "metadata": {"name": m["name"], "namespace": sys.argv[1]}}))' "$KFP_NS" \
+    | kc apply -f - >/dev/null
 }
 
 # One render of everything (KFP, Argo, KubeRay, our overlay), applied in two

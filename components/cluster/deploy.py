@@ -20,7 +20,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Callable
 
-from components.cluster import podspec
+from components.cluster import podspec, s3_users
 from components.platform import platform
 from components.serving import metric_names as m
 
@@ -75,7 +75,10 @@ def build_model_server_deployment(
         "image": image or p.image.ref,
         "imagePullPolicy": "IfNotPresent",
         "args": _server_args(model_uri),
-        "env": podspec.platform_env(),
+        # Its own read-only S3 user; the bearer token for /predict (health and /metrics stay open
+        # so that probes and Prometheus need none).
+        "env": [*podspec.platform_env(s3_secret=s3_users.users()["model-server"].secret),
+                podspec.secret_env(podspec.API_TOKEN_ENV, podspec.API_TOKEN_SECRET, "token")],
         "ports": [{"name": "http", "containerPort": p.ports.model_server, "protocol": "TCP"}],
         # Loading a model from MLflow can take a minute: startup allows it, then
         # liveness only asks "is the process alive", readiness "is a model loaded".

@@ -168,8 +168,12 @@ def is_sample(obj: dict) -> bool:
 
 def secret_names() -> dict[str, list[str]]:
     """Secrets the install expects the bootstrap to create (never rendered, never committed)."""
-    return {platform().namespace: [podspec.S3_SECRET, "minio-root", "postgres-credentials", "grafana-admin"],
-            platform().namespaces.kfp: [podspec.S3_SECRET]}
+    from components.cluster import s3_users
+
+    s3 = [u.secret for u in s3_users.users().values()]
+    return {platform().namespace: [*s3, "minio-root", "postgres-credentials", "grafana-admin",
+                                   podspec.MLFLOW_AUTH_SECRET, podspec.API_TOKEN_SECRET],
+            platform().namespaces.kfp: [podspec.S3_SECRET, podspec.MLFLOW_AUTH_SECRET]}
 
 
 def write(path: Path, objects: list[dict]) -> Path:

@@ -14,7 +14,7 @@ import shlex
 import time
 from typing import Any, Callable
 
-from components.cluster import podspec
+from components.cluster import podspec, s3_users
 from components.platform import platform
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ def build_rayjob(
     image = image or p.image.ref
     # Caller's env wins over the platform defaults (endpoints, HOME, secret refs).
     given = [{"name": k, "value": str(v)} for k, v in sorted(env.items())]
-    full_env = [e for e in podspec.platform_env() if e["name"] not in env] + given
+    platform_env = podspec.platform_env(s3_secret=s3_users.users()["ray"].secret)  # checkpoints, inputs, result
+    full_env = [e for e in platform_env if e["name"] not in env] + given
     labels = {"app.kubernetes.io/name": "ray", "servicetime.io/rayjob": name, **podspec.PART_OF}
 
     head = _ray_container(

@@ -118,7 +118,7 @@ def test_every_object_is_in_our_namespaces(overlay):
     namespaces = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Namespace"}
     # Only the registry's namespace allows privileged pods (for its hostPort) ...
     enforce = {n: o["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] for n, o in namespaces.items()}
-    assert enforce == {ours: "baseline", registry: "privileged"}
+    assert enforce == {ours: "restricted", registry: "privileged"}
     assert {o["metadata"]["namespace"] for o in objects if o["kind"] != "Namespace"} == {ours, registry}
     # ... and it holds the registry and nothing else.
     in_registry = {
