@@ -98,6 +98,7 @@ def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame
     """Served predictions with their label: one row per delivery, its last prediction."""
     logged = predictions[predictions["delivery_id"].notna()]
     logged = logged.sort_values("predicted_at", kind="stable").drop_duplicates("delivery_id", keep="last")
+    logged = logged.rename(columns={"service_time_s": "predicted_s"})  # the label has the same name
     truth = labels[[ID, LABEL, "area_type", "area_id", "batch"]].rename(columns={ID: "delivery_id"})
     truth = truth.assign(delivery_id=truth["delivery_id"].astype(str))
     return logged.merge(truth, on="delivery_id", how="inner").reset_index(drop=True)
@@ -124,7 +125,7 @@ def figures(joined: pd.DataFrame, window_s: float, min_rows: int = 1) -> list[di
         return [{"slice": names.SLICE_ALL, "rows": 0, "mae": None, "bias": None, "late_share": None,
                  "coverage": None}]
     y = joined[LABEL].to_numpy(float)
-    pred = joined["service_time_s"].to_numpy(float)
+    pred = joined["predicted_s"].to_numpy(float)
     err = pred - y
     # Delay at each stop from the served plan; a route's stops that were not all joined still
     # contribute what is known (the arrival there is still built from what was served).
