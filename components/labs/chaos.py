@@ -260,15 +260,26 @@ def resalted_keys(ctx: Context) -> list[Check]:
 # --- scenarios: training and infrastructure -------------------------------------------------
 
 
+# Ray Train writes this beside the checkpoints once it has registered one: a checkpoint file
+# alone is not enough (a worker killed between the file and the registration restarts from scratch).
+RAY_CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"
+
+
+def _checkpoint_registered(run_dir: Path) -> bool:
+    try:
+        return json.loads((run_dir / RAY_CHECKPOINT_SNAPSHOT).read_text()).get("latest_checkpoint_result") is not None
+    except (OSError, ValueError):  # not written yet, or caught mid-write
+        return False
+
+
 def ray_worker_killed(ctx: Context) -> list[Check]:
     """SIGKILL one Ray Train worker after the first checkpoint: Ray restarts it and training resumes."""
     import ray
-    import torch
 
     from components.features import FeatureTransform
     from components.steps.featurize import TRAIN, VAL
     from components.steps.train import net_config
-    from components.train import CHECKPOINT_FILE, Arrays, train_with_ray
+    from components.train import CHECKPOINT_FILE, Arrays, load_state, train_with_ray
 
     features = _features(ctx)
     train = Arrays.from_bytes((features / TRAIN).read_bytes())
@@ -279,11 +290,11 @@ def ray_worker_killed(ctx: Context) -> list[Check]:
     pids.mkdir()
     killed: dict[str, int] = {}
 
-    def killer() -> None:  # the first checkpoint is written, then rank 1 dies without warning
+    def killer() -> None:  # the first checkpoint is registered, then rank 1 dies without warning
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and not killed:
             pid_file = pids / "rank1.pid"
-            if list(ckpt.rglob(CHECKPOINT_FILE)) and pid_file.exists():
+            if _checkpoint_registered(ckpt / "chaos-killed") and pid_file.exists():
                 killed["pid"] = int(pid_file.read_text())
                 os.kill(killed["pid"], signal.SIGKILL)
                 print(f"  . SIGKILL to Ray Train worker rank 1 (pid {killed['pid']})", flush=True)
@@ -298,9 +309,7 @@ def ray_worker_killed(ctx: Context) -> list[Check]:
         ray.shutdown()
     thread.join(timeout=5)
     epochs = [int(h["epoch"]) for h in result.history]
-    with open(Path(result.extra["checkpoint_path"]) / CHECKPOINT_FILE, "rb") as fh:
-        final = torch.load(fh, weights_only=False)
-    resumed = final.__dict__.get("resumed")
+    resumed = load_state(Path(result.extra["checkpoint_path"]) / CHECKPOINT_FILE).resumed
     now = int((pids / "rank1.pid").read_text())
     return [
         Check("a worker was killed mid-training", "pid" in killed, f"SIGKILL to pid {killed.get('pid')}"),
