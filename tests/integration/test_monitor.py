@@ -88,7 +88,7 @@ def test_join_and_figures_overall_and_per_slice(logged):
     assert 0.0 <= rows["all"]["late_share"] <= 1.0
 
 
-def test_monitor_run_writes_a_versioned_report_logs_mlflow_and_the_server_exposes_it(logged, serve_app):
+def test_monitor_run_writes_a_versioned_report_logs_mlflow_and_the_server_exposes_it(logged, serve_app):  # noqa: F811
     import httpx
     from mlflow import MlflowClient
 
