@@ -6,10 +6,13 @@ import time
 import uuid
 from pathlib import Path
 
+from components.cluster.podspec import (  # created by infra/bootstrap.sh in the KFP namespace too
+    MLFLOW_AUTH_KEYS,
+    MLFLOW_AUTH_SECRET,
+    S3_SECRET,
+)
 from components.config import Config
 from components.platform import platform
-
-from components.cluster.podspec import S3_SECRET  # created by infra/bootstrap.sh in the KFP namespace too
 
 CLUSTER_PIPELINE = "servicetime-cluster"  # the compiled pipeline's own name
 UPLOAD_NAME = "servicetime"  # the pipeline as the dashboard lists it
@@ -122,6 +125,9 @@ def _cluster_hook(cfg: Config):
         for key, value in env.items():
             task.set_env_variable(key, value)
         kubernetes.use_secret_as_env(task, secret_name=S3_SECRET, secret_key_to_env=S3_SECRET_KEYS)
+        # MLflow runs its basic-auth app on the cluster: the steps log in with the generated admin.
+        kubernetes.use_secret_as_env(task, secret_name=MLFLOW_AUTH_SECRET,
+                                     secret_key_to_env={k: k for k in MLFLOW_AUTH_KEYS})
 
     return configure
 

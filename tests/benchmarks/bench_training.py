@@ -136,13 +136,12 @@ def _ray_worker_batched(config: dict) -> None:
 
 
 def fit_ray_batched(feats, net, cfg, storage_path: str, name: str) -> dict:
+    import json
+
     import ray.train
-    import torch
     from ray.train.torch import TorchTrainer
 
-    from components.train import CHECKPOINT_FILE
-
-    import json
+    from components.train import CHECKPOINT_FILE, load_state
 
     marks_file = Path(storage_path) / f"{name}-marks.json"
     started, fit_start = time.perf_counter(), time.time()
@@ -160,7 +159,7 @@ def fit_ray_batched(feats, net, cfg, storage_path: str, name: str) -> dict:
     if result.error:
         raise RuntimeError(f"Ray training failed: {result.error}")
     with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / CHECKPOINT_FILE, weights_only=False)
+        state = load_state(Path(d) / CHECKPOINT_FILE)
     m = json.loads(marks_file.read_text())
     epoch_starts = [m["ready"], *m["reported"][:-1]]
     phases = {

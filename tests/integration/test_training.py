@@ -1,5 +1,6 @@
 """Training on the real parts: in-process, Ray Train with 2 workers, S3 checkpoints, a killed worker."""
 
+import json
 import os
 import signal
 import threading
@@ -13,7 +14,7 @@ from components.config import TrainConfig
 from components.features import build_features
 from components.model import NetConfig
 from components.steps.featurize import encode
-from components.train import train_in_process, train_with_ray
+from components.train import CHECKPOINT_FILE, load_state, train_in_process, train_with_ray
 from components.validation import validate_batch
 
 
@@ -74,7 +75,10 @@ def test_killed_worker_resumes_from_checkpoint(arrays, tmp_path):
     def killer():
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            done = list(ckpt.rglob("state.pt"))  # the first epoch's checkpoint exists
+            # Ray has registered the first epoch's checkpoint (a state.pt alone may not be reported yet,
+            # and a kill before then restarts from scratch).
+            done = [f for f in ckpt.rglob("checkpoint_manager_snapshot.json")
+                    if json.loads(f.read_text() or "{}").get("latest_checkpoint_result") is not None]
             pid_file = pid_dir / "rank1.pid"
             if done and pid_file.exists():
                 pid = int(pid_file.read_text())
@@ -92,6 +96,8 @@ def test_killed_worker_resumes_from_checkpoint(arrays, tmp_path):
     assert int((pid_dir / "rank1.pid").read_text()) != killed["pid"], "a new worker took over"
     epochs = [h["epoch"] for h in result.history]
     assert epochs == sorted(set(epochs)) and epochs[-1] == 3, f"resumed, not restarted: {epochs}"
+    resumed = load_state(Path(result.extra["checkpoint_path"]) / CHECKPOINT_FILE).resumed
+    assert resumed is not None and resumed > 0, f"the final checkpoint says it resumed at epoch {resumed}"
     reference = train_in_process(arrays["train"], arrays["val"], arrays["net"], cfg.model_copy(update={"num_workers": 0}))
     assert result.best_val_mae == pytest.approx(reference.best_val_mae, rel=0.15)
     assert Path(result.extra["checkpoint_path"]).exists()

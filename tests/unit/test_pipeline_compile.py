@@ -60,6 +60,12 @@ def test_cluster_build_injects_services_and_secret(tmp_path):
     from components.cluster.podspec import S3_SECRET
 
     assert all(e["secretAsEnv"][0]["secretName"] == S3_SECRET for e in platform_spec.values())
+    # ...and MLflow's basic-auth login from its own Secret, never as a value in the spec.
+    from components.cluster.podspec import MLFLOW_AUTH_KEYS, MLFLOW_AUTH_SECRET
+
+    for e in platform_spec.values():
+        auth = next(x for x in e["secretAsEnv"] if x["secretName"] == MLFLOW_AUTH_SECRET)
+        assert sorted(k["envVar"] for k in auth["keyToEnv"]) == sorted(MLFLOW_AUTH_KEYS)
     env = {v["name"]: v["value"] for e in docs[0]["deploymentSpec"]["executors"].values() for v in e["container"]["env"]}
     assert env["MLFLOW_TRACKING_URI"].startswith("http://mlflow.") and env["AWS_ENDPOINT_URL"].startswith("http://minio.")
 
