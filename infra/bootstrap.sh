@@ -357,8 +357,8 @@ Credentials are Kubernetes Secrets in namespace $NS (nothing is written to disk)
 EOF
 }
 
-# The pipeline waits in the dashboard: uploaded as `servicetime`, a version per
-# commit, with an experiment (components.cli submit --upload, from this venv).
+# The pipelines wait in the dashboard: uploaded as `servicetime` and `servicetime-plan`, a
+# version per commit, with an experiment (components.cli submit --upload, from this venv).
 upload_pipeline() {
   log "uploading the pipeline to KFP"
   local constraints=() host="${KFP_HOST:-http://127.0.0.1:$(platform ports.kfp_ui)}"
@@ -368,8 +368,9 @@ upload_pipeline() {
   local cron=()
   [[ -n "$RECURRING_CRON" ]] && cron=(--cron "$RECURRING_CRON")
   for _ in $(seq 1 30); do  # the port-forward follows the UI pod; give it a moment
-    if (cd "$REPO_ROOT" && "$VENV/bin/python" -m components.cli submit --upload --host "$host" "${cron[@]}"); then
-      return 0
+    if (cd "$REPO_ROOT" && "$VENV/bin/python" -m components.cli submit --upload --host "$host" "${cron[@]}" &&
+        "$VENV/bin/python" -m components.cli submit --upload --plan --host "$host"); then
+      return 0  # both: `servicetime` (train to deploy) and `servicetime-plan` (next week's windows)
     fi
     sleep 10
   done

@@ -173,6 +173,7 @@ client = RecordingClient()
 kfp.Client = lambda host, namespace=None: client
 from components.cli import main
 main(["submit", "--upload", "--host", "http://127.0.0.1:8081", "--version", "light"])
+main(["submit", "--upload", "--plan", "--host", "http://127.0.0.1:8081", "--version", "light"])
 print("CALLS", [c[0] for c in client.calls])
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
