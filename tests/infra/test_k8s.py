@@ -24,7 +24,7 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from components import monitoring
-from components.cluster import deploy, podspec, render, rayjob
+from components.cluster import deploy, egress, podspec, rayjob, render, s3_users
 from components.platform import platform
 from components.serving import metric_names as m
 from tests.conftest import kuberay_crd_schema
@@ -133,7 +133,11 @@ def test_every_object_is_in_our_namespaces(overlay):
         ("ConfigMap", "registry-env"),
         ("NetworkPolicy", "default-deny-ingress"),
         ("NetworkPolicy", "registry-ingress"),
+        # Egress starts from the baseline: deny all, then DNS only (the registry calls no one).
+        ("NetworkPolicy", "default-deny-egress"),
+        ("NetworkPolicy", "dns-egress"),
     }
+    assert {("NetworkPolicy", pol["metadata"]["name"]) for pol in egress.registry_policies()} < in_registry
 
 
 @pytest.mark.parametrize("overlay", render.overlays())
@@ -226,8 +230,26 @@ def test_platform_facts_reach_the_manifests():
 
 def test_mlflow_uses_postgres_minio_and_allows_cluster_hosts():
     mlflow = find(rendered(render.DEFAULT_OVERLAY), "Deployment", "mlflow")
-    args = containers(mlflow)[0]["args"]
-    assert any(a.startswith("--backend-store-uri=postgresql://") for a in args)
+    container = containers(mlflow)[0]
+    args = container["args"]
+    assert "--app-name=basic-auth" in args
+    # The Postgres address is in the env, without a password; libpq reads PGPASSWORD from the Secret.
+    assert not any(a.startswith("--backend-store-uri") for a in args)
+    assert not any("PASSWORD" in a.upper() or "postgresql://" in a for a in args)
+    env_names = [e["name"] for e in container["env"]]
+    env = {e["name"]: e for e in container["env"]}
+    uri = env["MLFLOW_BACKEND_STORE_URI"]["value"]
+    assert uri == "postgresql://$(POSTGRES_USER)@postgres:$(PGPORT)/$(POSTGRES_DB)"
+    # $(VAR) expands only from variables defined earlier in the list.
+    for var in ("POSTGRES_USER", "POSTGRES_DB"):
+        assert env_names.index(var) < env_names.index("MLFLOW_BACKEND_STORE_URI")
+        assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "postgres-credentials", "key": var}
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "postgres-credentials", "key": "POSTGRES_PASSWORD"}
+    assert "value" not in env["PGPASSWORD"]
+    # MLflow's own least-privilege S3 user, not the pipeline's.
+    mlflow_s3 = s3_users.users()["mlflow"].secret
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": mlflow_s3, "key": key}
     assert "--artifacts-destination=s3://$(ARTIFACTS_BUCKET)" in args
     allowed = next(a for a in args if a.startswith("--allowed-hosts=")).split("=", 1)[1].split(",")
     assert {"mlflow:*", "localhost:*", "mlflow.$(POD_NAMESPACE).svc*"} <= set(allowed)
@@ -293,7 +315,11 @@ def test_model_server_deployment_shape():
     assert obj["spec"]["selector"]["matchLabels"][deploy.TRACK_LABEL] == "canary"
     env = {e["name"]: e for e in c["env"]}
     assert env["MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK"]["value"] == "true"
-    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == podspec.S3_SECRET
+    # The model server's read-only S3 user, not the pipeline's.
+    model_server_s3 = s3_users.users()["model-server"].secret
+    assert model_server_s3 != podspec.S3_SECRET
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": model_server_s3, "key": key}
     assert {v["mountPath"] for v in c["volumeMounts"]} == {"/tmp"}
 
 
@@ -557,7 +583,13 @@ def test_rayjob_shape():
     assert worker["image"] == platform().image.ref
     env = {e["name"]: e for e in worker["env"]}
     assert env["SERVICETIME_SEED"]["value"] == "7"
-    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == podspec.S3_SECRET
+    # Ray's own S3 user (train inputs and checkpoints only), on the workers and the head alike.
+    ray_s3 = s3_users.users()["ray"].secret
+    assert ray_s3 != podspec.S3_SECRET
+    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    for pod_env in (env, {e["name"]: e for e in head["env"]}):
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert pod_env[key]["valueFrom"]["secretKeyRef"] == {"name": ray_s3, "key": key}
     assert env["MLFLOW_TRACKING_URI"]["value"] == f"http://mlflow:{platform().ports.mlflow}"
     override = rayjob.build_rayjob("t", ["x"], 1, 1, "1Gi", {"MLFLOW_TRACKING_URI": "http://elsewhere"}, image="a/b:1")
     head = override["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
