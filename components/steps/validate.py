@@ -43,7 +43,8 @@ def _reference(store: DatasetStore, version: str, batches: list[str], cfg: Confi
     head = [_check(store, version, b, cfg, None) for b in batches[:REFERENCE_WEEKS]]
     rows = [r.accepted_rows for r in head if r.accepted]
     if not rows:
-        raise ValidationFailed(f"no usable reference: the first {REFERENCE_WEEKS} batches were all rejected")
+        reasons = "; ".join(f"{b}: {', '.join(r.errors) or 'rejected'}" for b, r in zip(batches, head))
+        raise ValidationFailed(f"no usable reference: the first {len(head)} batch(es) were all rejected ({reasons})")
     return build_reference(pd.concat(rows))
 
 

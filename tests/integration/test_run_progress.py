@@ -99,10 +99,11 @@ def test_a_failing_run_shows_the_failing_steps_error(tmp_path):
     proc = subprocess.run([*CLI, "--workspace", str(tmp_path / "ws"), "run", "--data-root", str(root)],
                           capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 1
-    assert "  FAILED ingest" in proc.stdout and "--- last lines of ingest ---" in proc.stdout
-    tail = proc.stdout.split("--- last lines of ingest ---", 1)[1]
-    assert "Parquet magic bytes not found" in tail  # the step's own exception, not only "FAILED"
-    assert proc.stdout.count("--- last lines of ingest ---") == 1  # retried, shown once
+    # The unreadable week is a rejected batch (named, kept); with nothing else, validation stops the run.
+    assert "  FAILED validate" in proc.stdout and "--- last lines of validate ---" in proc.stdout
+    tail = proc.stdout.split("--- last lines of validate ---", 1)[1]
+    assert "week_000_2024-01-01" in tail  # the step's own error names the file, not only "FAILED"
+    assert proc.stdout.count("--- last lines of validate ---") == 1  # shown once
 
 
 @pytest.mark.slow
