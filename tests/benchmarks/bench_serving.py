@@ -298,7 +298,9 @@ def test_bench_serving(trained, tmp_path):  # noqa: F811
     results["in_process"] = _in_process_cost(trained.bundle, single, batch)
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         full_port, minimal_port = free_port(), free_port()
-        full_cmd = [sys.executable, "-m", "components.serving", "--workspace", str(trained.workspace), "serve",
+        # BENCH_PREDICTION_LOG=0: the full server without its prediction log, to see what the log costs.
+        no_log = ["--set", "monitor.log_predictions=false"] if os.environ.get("BENCH_PREDICTION_LOG") == "0" else []
+        full_cmd = [sys.executable, "-m", "components.serving", "--workspace", str(trained.workspace), *no_log, "serve",
                     "--port", str(full_port), "--model-path", str(trained.bundle), "--workers", "1"]
         minimal_cmd = [sys.executable, "-m", "uvicorn", "--factory", "tests.benchmarks.bench_serving:minimal_app",
                        "--port", str(minimal_port), "--log-level", "warning", "--no-access-log"]
