@@ -40,6 +40,7 @@ from components.storage import Storage, join
 log = logging.getLogger(__name__)
 
 DAY_PREFIX = "day="
+TICK_S = 0.25  # how often the writer drains the queue (at most flush_s)
 # The log's columns, in order: the one list the writer and the readers (components.monitor) share.
 LOG_SCHEMA = pa.schema([
     ("delivery_id", pa.string()),
@@ -163,6 +164,7 @@ class PredictionLog:
         self._known = _Known()
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        self._wake = threading.Event()  # set only by close()
         self._last_drop_log = 0.0
 
     # -- the request path -----------------------------------------------------
@@ -182,25 +184,36 @@ class PredictionLog:
     # -- the writer thread ------------------------------------------------------
     def start(self) -> None:
         if self._thread is None:
+            self._wake.clear()  # a log closed before may start again
             self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
             self._thread.start()
 
     def _run(self) -> None:
+        # The writer wakes on a timer and drains what queued up meanwhile; it is never woken per
+        # request, since waking a thread on every put hands the GIL back and forth on the request path.
+        tick = min(TICK_S, self.flush_s)
         pending: list[Served] = []
         rows = 0
         last_flush = time.monotonic()
         while True:
-            timeout = max(0.0, self.flush_s - (time.monotonic() - last_flush))
-            try:
-                item = self.queue.get(timeout=timeout)
-            except queue.Empty:
-                item = ...  # a timer tick
-            if item is None:  # close(): everything queued before it is already in pending
-                self._flush(pending)
-                return
-            if item is not ...:
+            self._wake.wait(tick)
+            closing = False
+            while True:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:  # close(): everything queued before it is in pending now
+                    closing = True
+                    break
                 pending.append(item)
                 rows += len(item.seconds)
+                if rows >= self.flush_rows:  # files of about flush_rows, however much queued up
+                    self._flush(pending)
+                    pending, rows = [], 0
+            if closing:
+                self._flush(pending)
+                return
             if rows >= self.flush_rows or (pending and time.monotonic() - last_flush >= self.flush_s):
                 self._flush(pending)
                 pending, rows = [], 0
@@ -237,6 +250,7 @@ class PredictionLog:
         if self._thread is None:
             return
         self.queue.put(None)  # blocking: behind every submitted item
+        self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("the prediction log did not finish writing within %.0f s", timeout)
