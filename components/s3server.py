@@ -54,6 +54,26 @@ class S3Server:
         stop_process_group(self.process.pid, timeout)
 
 
+def pids_with_env(name: str, value: str) -> list[int]:
+    """Live pids (not this one, not zombies) whose environment has ``name=value``: how a run or a
+    scenario finds every process it started, however they were re-parented."""
+    from pathlib import Path
+
+    needle = f"{name}={value}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            if needle in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except (OSError, IndexError):  # gone, or not ours to read
+            continue
+    return found
+
+
 def stop_process_group(pid: int, timeout: float = 10.0) -> None:
     """SIGTERM the group, wait, then SIGKILL whatever is left."""
     try:

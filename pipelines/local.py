@@ -56,17 +56,9 @@ def execute(cfg: Config, data_root: str, run_uri: str, last_weeks: int = 0, fail
 
 def marked(token: str) -> list[int]:
     """Pids (other than this one) whose environment carries the run's token."""
-    needle = f"{RUN_TOKEN}={token}".encode()
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if needle in (proc / "environ").read_bytes().split(b"\0"):
-                found.append(int(proc.name))
-        except OSError:  # gone, or not ours to read
-            continue
-    return found
+    from components.s3server import pids_with_env
+
+    return pids_with_env(RUN_TOKEN, token)
 
 
 def stop_marked(token: str, grace_s: float = STOP_GRACE_S) -> list[int]:

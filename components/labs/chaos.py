@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from components.config import Config
+from components.s3server import pids_with_env
 
 TOKEN_ENV = "SERVICETIME_CHAOS_TOKEN"  # not the pipeline's run token: a run inside a scenario stops only its own
 OUTCOME_FILE = "outcome.json"
@@ -637,19 +638,7 @@ def render_outcome(outcome: Outcome) -> str:
 
 def _marked(token: str) -> list[int]:
     """Live pids (other than this one) whose environment carries the scenario's marker."""
-    needle = f"{TOKEN_ENV}={token}".encode()
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-            if needle in (proc / "environ").read_bytes().split(b"\0"):
-                found.append(int(proc.name))
-        except (OSError, IndexError):  # gone, or not ours to read
-            continue
-    return found
+    return pids_with_env(TOKEN_ENV, token)
 
 
 def _describe(pid: int) -> str:
