@@ -1,0 +1,1 @@
+"""The local platform for development and labs: an S3 server, the local stack, process helpers."""
