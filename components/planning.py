@@ -7,11 +7,15 @@ uses (same transform, same calibration), then walks each route in
 * **Route start.** The column ``route_start`` when the orders carry one, else
   the route's first planned ``delivered_at`` (the simulator writes the planned
   arrival there; for the first stop it is the route's departure).
-* **Drive times.** The data has none. An optional per-stop column ``drive_s``
+* **Drive times.** Orders carry none. An optional per-stop column ``drive_s``
   (seconds of driving from the previous stop to this one; ignored for the
-  first stop) is used when present; otherwise a documented default per area
-  type, ``DEFAULT_DRIVE_S`` (the mid-point of what a van needs between two
-  neighbouring stops there).
+  first stop) is used when present; otherwise the drive per area type that
+  the calibration read off its labelled weeks (the median of "gap between two
+  arrivals minus the earlier stop's service", robust to geofence faults), and
+  before any calibration ``DEFAULT_DRIVE_S``. A guessed drive that is off by a
+  minute a stop shifts a rural route's late windows by a quarter of an hour:
+  the guesses this replaced left rural windows at 67 % and suburban at 89 %
+  for a stated 80 %.
 * **Planned arrival** at stop ``k`` = start + drive to ``k`` and all earlier
   drives + the predicted (calibrated mean) service of all earlier stops.
 
@@ -22,7 +26,7 @@ is calibrated on the route arrivals themselves, split-conformally:
 
 * the *scale* of stop ``k`` is ``sqrt(sum of earlier stops' per-stop variance +
   k * drive variance)``, where a stop's variance is read off its central interval
-  (``((high - low) / 2)^2``) and the drive variance is that of the default drive;
+  (``((high - low) / 2)^2``) and the drive variance is the calibration's (robust spread of the drives);
 * on labelled weeks held out from training (any weeks whose real arrivals,
   ``delivered_at``, are known), the score is ``(actual - planned arrival) / scale``;
   its finite-sample conformal quantiles at ``(1 - level) / 2`` and
@@ -74,6 +78,8 @@ class WindowCalibration:
     q_low: list[float] = field(default_factory=lambda: [-1.0] * len(POSITION_BINS))
     q_high: list[float] = field(default_factory=lambda: [1.0] * len(POSITION_BINS))
     rows: int = 0
+    drive_s: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DRIVE_S))  # per area type
+    drive_sd_s: float = DRIVE_SD_S
 
     def quantiles(self, stop_position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         b = np.clip(np.searchsorted(self.bins, np.asarray(stop_position), side="right") - 1, 0, len(self.bins) - 1)
@@ -84,12 +90,15 @@ class WindowCalibration:
 
     @classmethod
     def from_dict(cls, d: dict) -> WindowCalibration:
-        return cls(**d)
+        return cls(**d)  # a calibration saved before drives were learned gets the defaults
 
 
-def drive_seconds(frame: pd.DataFrame) -> np.ndarray:
-    """Drive from the previous stop: the ``drive_s`` column where given, else the area type's default."""
-    default = frame["area_type"].astype(str).map(DEFAULT_DRIVE_S).fillna(FALLBACK_DRIVE_S).to_numpy(float)
+def drive_seconds(frame: pd.DataFrame, by_area_type: dict[str, float] | None = None) -> np.ndarray:
+    """Drive from the previous stop: the ``drive_s`` column where given, else the area type's drive
+    (``by_area_type``, learned by the calibration; ``DEFAULT_DRIVE_S`` without one)."""
+    table = by_area_type or DEFAULT_DRIVE_S
+    fallback = float(np.median(list(table.values()))) if by_area_type else FALLBACK_DRIVE_S
+    default = frame["area_type"].astype(str).map(table).fillna(fallback).to_numpy(float)
     if "drive_s" in frame:
         given = pd.to_numeric(frame["drive_s"], errors="coerce").to_numpy(float)
         return np.where(np.isfinite(given), given, default)
@@ -102,12 +111,33 @@ def route_order(frame: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["route_id", "stop_index"], kind="stable").reset_index(drop=True)
 
 
+def learned_drives(frame: pd.DataFrame, min_gaps: int = 30) -> tuple[dict[str, float], float]:
+    """Per area type, the median drive read off labelled routes (``delivered_at`` and ``service_time_s``):
+    the gap between consecutive arrivals minus the earlier stop's service. Medians and a quartile spread,
+    because a geofence fault makes a label (so a gap) absurd. Types with under ``min_gaps`` gaps keep
+    the default. Returns (drive per area type, drive sd)."""
+    f = route_order(frame)
+    same_route = f["route_id"].eq(f["route_id"].shift()).to_numpy(dtype=bool, na_value=False)
+    gap = pd.to_datetime(f[TIMESTAMP], utc=True).diff().dt.total_seconds().to_numpy()
+    drive = gap - f[LABEL].shift().to_numpy(float)
+    ok = same_route & np.isfinite(drive)
+    d = pd.DataFrame({"type": f["area_type"].astype(str).to_numpy()[ok], "drive": drive[ok]})
+    counts, medians = d.groupby("type")["drive"].size(), d.groupby("type")["drive"].median()
+    table = dict(DEFAULT_DRIVE_S) | {t: round(float(medians[t]), 1) for t in medians.index if counts[t] >= min_gaps}
+    if len(d) < min_gaps:
+        return table, DRIVE_SD_S
+    centred = d["drive"] - d["type"].map(table).fillna(FALLBACK_DRIVE_S)
+    q1, q3 = np.percentile(centred, [25, 75])
+    return table, round(float((q3 - q1) / 1.349), 1)  # the sd a normal spread with that quartile range has
+
+
 def planned_offsets(route_id: np.ndarray, service_s: np.ndarray, drive_s: np.ndarray,
-                    variance_s2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    variance_s2: np.ndarray, drive_sd_s: float = DRIVE_SD_S
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For stops sorted by route and position: (seconds from route start, position on the route, window scale).
 
     The offset of stop ``k`` is the drives to stops 1..k plus the service of stops 0..k-1;
-    the scale is ``sqrt(variance of stops 0..k-1 + k * DRIVE_SD_S**2)``.
+    the scale is ``sqrt(variance of stops 0..k-1 + k * drive_sd_s**2)``.
     """
     r = pd.Series(np.asarray(route_id))
     position = r.groupby(r).cumcount().to_numpy()
@@ -117,16 +147,16 @@ def planned_offsets(route_id: np.ndarray, service_s: np.ndarray, drive_s: np.nda
     frame = pd.DataFrame({"r": r, "step": drive + np.r_[0.0, service[:-1]] * ~first,
                           "var": np.r_[0.0, var[:-1]] * ~first})
     offset = frame.groupby("r")["step"].cumsum().to_numpy()
-    scale = np.sqrt(frame.groupby("r")["var"].cumsum().to_numpy() + position * DRIVE_SD_S**2)
+    scale = np.sqrt(frame.groupby("r")["var"].cumsum().to_numpy() + position * drive_sd_s**2)
     return offset, position, scale
 
 
-def _score(frame: pd.DataFrame, predictor: Predictor) -> pd.DataFrame:
+def _score(frame: pd.DataFrame, predictor: Predictor, window: WindowCalibration) -> pd.DataFrame:
     """Ordered stops with their service-time prediction, planned arrival and window scale."""
     f = route_order(frame)
     mean, low, high = predictor.predict_interval(f)
-    offset, position, scale = planned_offsets(f["route_id"].to_numpy(), mean, drive_seconds(f),
-                                              ((high - low) / 2) ** 2)
+    offset, position, scale = planned_offsets(f["route_id"].to_numpy(), mean, drive_seconds(f, window.drive_s),
+                                              ((high - low) / 2) ** 2, window.drive_sd_s)
     start_col = "route_start" if "route_start" in f else TIMESTAMP
     start = pd.to_datetime(f.groupby("route_id")[start_col].transform("first"), utc=True)
     f = f.assign(service_time_s=mean, low_s=low, high_s=high, _position=position, _scale=scale,
@@ -136,10 +166,12 @@ def _score(frame: pd.DataFrame, predictor: Predictor) -> pd.DataFrame:
 
 def fit_window_calibration(frame: pd.DataFrame, predictor: Predictor, level: float) -> WindowCalibration:
     """Fit the window on weeks whose real arrivals (``delivered_at``) are known and held out from training."""
-    f = _score(frame, predictor)
+    drives, drive_sd = learned_drives(frame) if LABEL in frame else (dict(DEFAULT_DRIVE_S), DRIVE_SD_S)
+    cal = WindowCalibration(level=level, drive_s=drives, drive_sd_s=drive_sd)
+    f = _score(frame, predictor, cal)
     delay = (pd.to_datetime(f[TIMESTAMP], utc=True) - f["planned_arrival"]).dt.total_seconds().to_numpy()
     pos, scale = f["_position"].to_numpy(), f["_scale"].to_numpy()
-    cal = WindowCalibration(level=level, rows=int((pos > 0).sum()))
+    cal.rows = int((pos > 0).sum())
     bins = list(POSITION_BINS)
     for i, lo in enumerate(bins):
         hi = bins[i + 1] if i + 1 < len(bins) else math.inf
@@ -156,7 +188,7 @@ def fit_window_calibration(frame: pd.DataFrame, predictor: Predictor, level: flo
 
 def plan_routes(frame: pd.DataFrame, predictor: Predictor, window: WindowCalibration) -> pd.DataFrame:
     """The plan: one row per stop in route order with ``PLAN_COLUMNS`` (plus ``delivered_at`` when given)."""
-    f = _score(frame, predictor)
+    f = _score(frame, predictor, window)
     q_lo, q_hi = window.quantiles(f["_position"].to_numpy())
     scale = f["_scale"].to_numpy()
     start = f["planned_arrival"] + pd.to_timedelta(np.minimum(q_lo, 0.0) * scale, unit="s")
@@ -169,20 +201,25 @@ def plan_routes(frame: pd.DataFrame, predictor: Predictor, window: WindowCalibra
 
 
 def window_coverage(plan: pd.DataFrame, actual: pd.DataFrame, level: float | None = None) -> dict:
-    """Share of stops whose actual arrival (``actual[delivered_at]``, matched on ``delivery_id``) lies in the window."""
+    """How the promised windows held against the actual arrivals (``actual[delivered_at]``, matched on
+    ``delivery_id``).
+
+    Measured on the stops after each route's first, the same stops the window is calibrated on: a
+    route's first stop is its departure, a zero-width window met by definition, and counting it would
+    flatter the figure by about a point. ``coverage_all_stops`` includes them."""
     a = actual.drop_duplicates(ID).set_index(ID)[TIMESTAMP]
     arrived = pd.to_datetime(plan[ID].map(a), utc=True)
-    ok = arrived.notna()
     inside = (arrived >= plan["window_start"]) & (arrived <= plan["window_end"])
     later = plan["stop_index"] > plan.groupby("route_id")["stop_index"].transform("min")
+    ok, all_ok = arrived.notna() & later, arrived.notna()
     width = (plan["window_end"] - plan["window_start"]).dt.total_seconds()
-    n = int(ok.sum())
+    n, nan = int(ok.sum()), float("nan")
     return {"level": level, "stops": n,
-            "coverage": float(inside[ok].mean()) if n else float("nan"),
-            "coverage_after_first_stop": float(inside[ok & later].mean()) if (ok & later).any() else float("nan"),
-            "early_share": float((arrived[ok] < plan["window_start"][ok]).mean()) if n else float("nan"),
-            "late_share": float((arrived[ok] > plan["window_end"][ok]).mean()) if n else float("nan"),
-            "mean_width_s": float(width[ok].mean()) if n else float("nan")}
+            "coverage": float(inside[ok].mean()) if n else nan,
+            "coverage_all_stops": float(inside[all_ok].mean()) if all_ok.any() else nan,
+            "early_share": float((arrived[ok] < plan["window_start"][ok]).mean()) if n else nan,
+            "late_share": float((arrived[ok] > plan["window_end"][ok]).mean()) if n else nan,
+            "mean_width_s": float(width[ok].mean()) if n else nan}
 
 
 def save_window_calibration(bundle_dir: str | Path, window: WindowCalibration) -> Path:
@@ -304,11 +341,12 @@ def render_plan_summary(summary: dict) -> str:
              f"- arrival windows at {summary['level']:.0%}; calibration: {summary['window_calibration']}"]
     c = summary.get("window_coverage")
     if c:
-        lines.append(f"- on these stops' real arrivals: coverage **{c['coverage']:.1%}** "
+        lines.append(f"- on these stops' real arrivals (after each route's start): coverage **{c['coverage']:.1%}** "
                      f"(stated {c['level']:.0%}), early {c['early_share']:.1%}, late {c['late_share']:.1%}, "
                      f"mean width {c['mean_width_s'] / 60:.0f} min")
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["WindowCalibration", "DEFAULT_DRIVE_S", "drive_seconds", "planned_offsets", "fit_window_calibration",
-           "plan_routes", "window_coverage", "calibrate_windows", "simulated_orders", "render_plan_summary", "plot_route", "save_window_calibration", "load_window_calibration", "plan_file"]
+__all__ = ["WindowCalibration", "DEFAULT_DRIVE_S", "drive_seconds", "learned_drives", "planned_offsets",
+           "fit_window_calibration", "plan_routes", "window_coverage", "calibrate_windows", "simulated_orders",
+           "render_plan_summary", "plot_route", "save_window_calibration", "load_window_calibration", "plan_file"]

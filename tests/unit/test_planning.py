@@ -45,3 +45,23 @@ def test_plot_route_draws_each_stop_and_marks_arrivals_outside_the_window():
     lines = {line.get_label(): line for line in ax.lines}
     assert list(lines["arrived, outside"].get_xdata()) == [45.0]  # only stop 2 came outside its window
     assert list(lines["arrived, in window"].get_xdata()) == [0.0, 11.0]
+
+
+def test_drives_are_read_off_labelled_routes_despite_a_faulty_label():
+    """Gap between arrivals minus the earlier stop's service, per area type; a geofence fault does not move it."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for r, (area, drive) in enumerate([("rural", 600.0), ("urban", 240.0)] * 20):
+        t = pd.Timestamp("2024-01-01 08:00", tz="UTC")
+        for k in range(6):
+            service = float(rng.uniform(60, 300))
+            label = 7000.0 if (r, k) == (0, 2) else service  # a stuck geofence on one stop
+            rows.append({"delivery_id": f"{r}-{k}", "route_id": f"r{r:02d}", "stop_index": k, "area_type": area,
+                         "delivered_at": t, "service_time_s": label})
+            t += pd.to_timedelta(service + drive + rng.normal(0, 20), unit="s")
+    drives, sd = P.learned_drives(pd.DataFrame(rows), min_gaps=30)
+    assert abs(drives["rural"] - 600) < 15 and abs(drives["urban"] - 240) < 15
+    assert drives["suburban"] == P.DEFAULT_DRIVE_S["suburban"]  # no suburban route: the default stays
+    assert 5 < sd < 40
+    assert P.drive_seconds(pd.DataFrame({"area_type": ["rural", "unknown"]}), drives).tolist() == [
+        drives["rural"], float(np.median(list(drives.values())))]
