@@ -9,7 +9,7 @@
 #
 # Steps: wait for the nodes; registry mirror on this node; a small venv; the
 # pinned upstream trees (KFP, Argo, KubeRay) fetched once; Secrets; the whole
-# install rendered offline by components.cluster.install (the same render the
+# install rendered offline by components.render.install (the same render the
 # tests check) and applied, CRDs first; the UI port-forwards; the image built and
 # pushed; then every Deployment waited for, each reported, none fatal alone.
 set -euo pipefail
@@ -49,11 +49,11 @@ source "$REPO_ROOT/infra/platform.sh"
 
 NS="$(platform namespace)"
 KFP_NS="$(platform namespaces.kfp)"          # fixed by KFP's env/platform-agnostic
-KUBERAY_NS="$(platform namespaces.kuberay)"  # rendered there by components/cluster/install.py
+KUBERAY_NS="$(platform namespaces.kuberay)"  # rendered there by components/render/install.py
 KFP_VERSION="$(platform versions.kfp)"
 REGISTRY_HOST="$(platform image.repository)"
 REGISTRY_HOST="${REGISTRY_HOST%%/*}"         # host:port of the registry
-REGISTRY_NS="$NS-registry"                   # components/cluster/render.py: registry_namespace()
+REGISTRY_NS="$NS-registry"                   # components/render/cluster.py: registry_namespace()
 STATE_DIR="$(platform state.host_path)"      # platform state; a kept volume when Terraform attaches one
 # The control plane's private address (passed by the cloud-init handoff).
 SERVER_IP="${SERVICETIME_SERVER_IP:-$(hostname -I | awk '{print $1}')}"
@@ -140,11 +140,11 @@ ensure_venv() {
 }
 
 # The pinned KFP, Argo and KubeRay trees, downloaded once into the cache
-# (components/cluster/upstream.py); nothing is fetched by kustomize at apply time.
+# (components/render/upstream.py); nothing is fetched by kustomize at apply time.
 fetch_upstream() {
   log "pinned upstream manifests (KFP $KFP_VERSION, Argo $(platform versions.argo), KubeRay $(platform versions.kuberay))"
   UPSTREAM="$(cd "$REPO_ROOT" && "$VENV/bin/python" -c \
-    'from components.cluster import upstream; print(upstream.locate(download=True))')"
+    'from components.render import upstream; print(upstream.locate(download=True))')"
   echo "trees in $UPSTREAM"
 }
 
@@ -233,7 +233,7 @@ print(json.dumps({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data"
 # passes: Namespaces and CRDs, then all of it once the CRDs are established.
 apply_install() {
   log "rendering the install (overlay $OVERLAY) from $UPSTREAM"
-  (cd "$REPO_ROOT" && "$VENV/bin/python" -m components.cluster.install --upstream "$UPSTREAM" \
+  (cd "$REPO_ROOT" && "$VENV/bin/python" -m components.render.install --upstream "$UPSTREAM" \
     --overlay "$OVERLAY" --no-samples --out "$WORK/install.yaml" --crds-out "$WORK/crds.yaml")
   log "applying Namespaces, CRDs and the state folders' Job"
   # A Job's template is immutable; making the folders is idempotent, so run it anew.
@@ -358,7 +358,7 @@ EOF
 }
 
 # The pipelines wait in the dashboard: uploaded as `servicetime` and `servicetime-plan`, a
-# version per commit, with an experiment (components.cli submit --upload, from this venv).
+# version per commit, with an experiment (components.cli.main submit --upload, from this venv).
 upload_pipeline() {
   log "uploading the pipeline to KFP"
   local constraints=() host="${KFP_HOST:-http://127.0.0.1:$(platform ports.kfp_ui)}"
@@ -368,8 +368,8 @@ upload_pipeline() {
   local cron=()
   [[ -n "$RECURRING_CRON" ]] && cron=(--cron "$RECURRING_CRON")
   for _ in $(seq 1 30); do  # the port-forward follows the UI pod; give it a moment
-    if (cd "$REPO_ROOT" && "$VENV/bin/python" -m components.cli submit --upload --host "$host" "${cron[@]}" &&
-        "$VENV/bin/python" -m components.cli submit --upload --plan --host "$host"); then
+    if (cd "$REPO_ROOT" && "$VENV/bin/python" -m components.cli.main submit --upload --host "$host" "${cron[@]}" &&
+        "$VENV/bin/python" -m components.cli.main submit --upload --plan --host "$host"); then
       return 0  # both: `servicetime` (train to deploy) and `servicetime-plan` (next week's windows)
     fi
     sleep 10

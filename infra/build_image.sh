@@ -2,7 +2,7 @@
 # Build the servicetime image on the control-plane node and push it to the
 # in-cluster registry, which listens on this node's registry port under the
 # name pods use (cloud-init maps the name to this node in /etc/hosts). BuildKit
-# (pinned in components/platform.yaml) runs as a rootful daemon with the OCI
+# (pinned in components/core/platform.yaml) runs as a rootful daemon with the OCI
 # worker; it is installed on first use. Name and tag come only from platform.yaml.
 #
 #   infra/build_image.sh              build and push

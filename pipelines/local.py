@@ -24,9 +24,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from components.config import Config
+from components.core.config import Config
+from components.core.storage import ServiceUnavailable, Storage, StorageError, join
 from components.steps.summary import summarize
-from components.storage import ServiceUnavailable, Storage, StorageError, join
 from pipelines.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def execute(cfg: Config, data_root: str, run_uri: str, last_weeks: int = 0, fail
 
 def marked(token: str) -> list[int]:
     """Pids (other than this one) whose environment carries the run's token."""
-    from components.s3server import pids_with_env
+    from components.devstack.process import pids_with_env
 
     return pids_with_env(RUN_TOKEN, token)
 
@@ -101,7 +101,7 @@ def run_local(cfg: Config, data_root: str, run_uri: str, last_weeks: int = 0, fa
     MLflow's store exists (a fresh workspace's SQLite is migrated here, once, not by racing steps).
     After the run: its MLflow runs still RUNNING (a step killed outright) end KILLED.
     """
-    from components import tracking
+    from components.learn import tracking
     from components.steps import check_services
 
     check_services(tracking.tracking_uri(cfg), (data_root, run_uri))
@@ -168,7 +168,7 @@ def run_local(cfg: Config, data_root: str, run_uri: str, last_weeks: int = 0, fa
 
 
 def _service_down(cfg: Config, data_root: str, run_uri: str) -> str | None:
-    from components import tracking
+    from components.learn import tracking
     from components.steps import check_services
 
     try:
@@ -181,7 +181,7 @@ def _service_down(cfg: Config, data_root: str, run_uri: str) -> str | None:
 def _end_dead_runs(cfg: Config) -> None:
     """MLflow runs left RUNNING by an earlier pipeline run whose processes are all gone (its parent
     was SIGKILLed, so nothing of it could end them) end KILLED before this run starts."""
-    from components import tracking
+    from components.learn import tracking
 
     try:
         tokens = tracking.running_tokens(cfg)
@@ -195,7 +195,7 @@ def _end_dead_runs(cfg: Config) -> None:
 
 def _end_orphans(cfg: Config, token: str) -> None:
     """MLflow runs of this pipeline run left RUNNING (their step was SIGKILLed) end KILLED."""
-    from components import tracking
+    from components.learn import tracking
 
     try:
         ended = tracking.end_orphaned_runs(cfg, token)
@@ -223,8 +223,8 @@ def _print(text: str, replace: bool) -> None:
 
 
 def _child(spec_path: str) -> int:
-    from components.config import config_from_json
-    from components.logs import configure
+    from components.core.config import config_from_json
+    from components.core.logs import configure
 
     configure()
     spec = json.loads(Path(spec_path).read_text())

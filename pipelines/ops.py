@@ -12,7 +12,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
-from components.platform import platform
+from components.core.platform import platform
 
 IMAGE = platform().image.ref
 component = dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -24,7 +24,7 @@ def ingest_op(config_json: str, data_root: str, last_weeks: int, simulate_if_emp
     from pipelines.run_uri import resolve
 
     run_uri = resolve(run_uri, job_id)
-    from components.config import config_with
+    from components.core.config import config_with
     from components.steps.ingest import ingest
 
     cfg = config_with(config_json)
@@ -39,7 +39,7 @@ def validate_op(config_json: str, data_root: str, data_version: str, fail_on_rej
     from pipelines.run_uri import resolve
 
     run_uri = resolve(run_uri, job_id)
-    from components.config import config_with
+    from components.core.config import config_with
     from components.steps.validate import validate_dataset
 
     out = validate_dataset(config_with(config_json), data_root, data_version, clean.path, report.path,
@@ -55,7 +55,7 @@ def features_op(config_json: str, run_uri: str, job_id: str, clean: Input[Datase
     run_uri = resolve(run_uri, job_id)
     from pathlib import Path
 
-    from components.config import config_with
+    from components.core.config import config_with
     from components.steps.featurize import featurize
 
     out = featurize(config_with(config_json), Path(clean.path) / "clean.parquet", features.path, run_uri)
@@ -68,7 +68,7 @@ def tune_op(config_json: str, tune_trials: int, num_workers: int, epochs: int, d
     from pipelines.run_uri import resolve
 
     run_uri = resolve(run_uri, job_id)
-    from components.config import config_with
+    from components.core.config import config_with
     from components.steps.tune import tune_step
 
     cfg = config_with(config_json, {"train.num_workers": num_workers, "train.epochs": epochs})
@@ -84,7 +84,7 @@ def train_op(config_json: str, num_workers: int, epochs: int, tuned_json: str, d
     run_uri = resolve(run_uri, job_id)
     import json
 
-    from components.config import config_with
+    from components.core.config import config_with
     from components.steps.train import train_step
 
     # The tune step's best settings (empty when tuning is off) go under the pipeline's own knobs.
@@ -109,8 +109,8 @@ def evaluate_op(config_json: str, min_improvement: float, max_slice_regression: 
     # One plain output (blessed) keeps dsl.If resolvable by the local runner as well as on the cluster.
     from pathlib import Path
 
-    from components.config import config_with
-    from components.evaluate import inline_images
+    from components.core.config import config_with
+    from components.evaluate.evaluation import inline_images
     from components.steps.evaluate import evaluate_step
 
     cfg = config_with(config_json, {"eval.min_improvement_vs_baseline": min_improvement,
@@ -129,7 +129,7 @@ def register_op(config_json: str, model_version: str, run_uri: str, job_id: str)
     from pipelines.run_uri import resolve
 
     run_uri = resolve(run_uri, job_id)
-    from components.config import config_with
+    from components.core.config import config_with
     from components.steps.register import promote_step
 
     return promote_step(config_with(config_json), model_version, run_uri)["version"]
@@ -140,7 +140,7 @@ def deploy_op(config_json: str, run_uri: str, job_id: str, features: Input[Datas
     from pipelines.run_uri import resolve
 
     run_uri = resolve(run_uri, job_id)
-    from components.config import config_with
+    from components.core.config import config_with
     from components.steps.deploy import deploy_step
 
     expected_mae = float(metrics.metadata["candidate_mae_s"])
@@ -172,9 +172,9 @@ def plan_op(config_json: str, orders_uri: str, out_uri: str, model_uri: str, cal
     import json
     from pathlib import Path
 
-    from components.config import config_with
-    from components.planning import plan_file, render_plan_summary
-    from components.storage import Storage
+    from components.core.config import config_with
+    from components.core.storage import Storage
+    from components.learn.planning import plan_file, render_plan_summary
 
     summary = plan_file(config_with(config_json), orders_uri, out_uri, model_uri=model_uri or None,
                         calibration_uri=calibration_uri or None)

@@ -2,7 +2,7 @@
 
 One step (``plan_op``): score the orders with the registry's champion (or a given
 model URI), the same transform and model as serving, and write per stop the service
-time, its interval and the promised arrival window (``components.planning``).
+time, its interval and the promised arrival window (``components.learn.planning``).
 """
 
 from kfp import dsl

@@ -11,8 +11,8 @@ from components.cluster.podspec import (  # created by infra/bootstrap.sh in the
     MLFLOW_AUTH_SECRET,
     S3_SECRET,
 )
-from components.config import Config
-from components.platform import platform
+from components.core.config import Config
+from components.core.platform import platform
 
 CLUSTER_PIPELINE = "servicetime-cluster"  # the compiled pipeline's own name
 UPLOAD_NAME = "servicetime"  # the pipeline as the dashboard lists it

@@ -23,7 +23,7 @@ resource "openstack_compute_instance_v2" "node" {
   # Only what this node needs on its first boot. Cluster-wide facts that
   # routine edits change (node count, image tag) stay out of the agents' data;
   # the control plane's bootstrap reads the rest from its checkout of the repo
-  # (components/platform.yaml), and `terraform output bootstrap_command`
+  # (components/core/platform.yaml), and `terraform output bootstrap_command`
   # re-runs it with today's node count.
   user_data = templatefile("${path.module}/cloud-init/node.yaml.tftpl", {
     role           = each.value.role

@@ -1,6 +1,6 @@
 locals {
   # The one source of platform facts, shared with Python and the manifests.
-  platform = yamldecode(file("${path.module}/../components/platform.yaml"))
+  platform = yamldecode(file("${path.module}/../components/core/platform.yaml"))
   ports    = local.platform.ports
 
   # Every resource name carries this, so several users can share a project.

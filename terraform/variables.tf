@@ -1,6 +1,6 @@
 # Everything a course user sets lives in terraform.tfvars (see
 # terraform.tfvars.example). Platform facts (ports, image, k3s version,
-# namespace) are not variables: they come from components/platform.yaml.
+# namespace) are not variables: they come from components/core/platform.yaml.
 
 variable "user" {
   description = "Your Chameleon user name (or net ID); it makes every resource name unique in the shared project."

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 import pandas as pd
-import yaml
 import pytest
+import yaml
 
-from components.config import Config, load_config
+from components.core.config import Config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "components" / "configs" / "tiny.yaml"
@@ -27,7 +27,7 @@ def tiny_cfg(tmp_path: Path) -> Config:
 @pytest.fixture(scope="session")
 def tiny_weeks() -> list[tuple[str, pd.DataFrame]]:
     """The tiny config's weeks, generated once per session (read-only: copy before changing)."""
-    from components.simulator import generate
+    from components.data.simulator import generate
 
     return list(generate(load_config(TINY).data))
 
@@ -35,7 +35,7 @@ def tiny_weeks() -> list[tuple[str, pd.DataFrame]]:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real S3 server (SeaweedFS) on a free loopback port, with credentials in the environment."""
-    from components.s3server import start_s3_server
+    from components.devstack.s3server import start_s3_server
 
     server = start_s3_server(tmp_path_factory.mktemp("s3"))
     saved = {k: os.environ.get(k) for k in server.env()}
@@ -76,7 +76,7 @@ def upstream_root() -> Path:
     Where none of these works (a fresh clone without network) the tests that need them
     skip, saying why; nothing fails for their absence.
     """
-    from components.cluster import upstream
+    from components.render import upstream
 
     try:
         return upstream.locate(download=True)
@@ -86,7 +86,7 @@ def upstream_root() -> Path:
 
 def kuberay_crd_schema(root: Path, kind_plural: str) -> dict:
     """The v1 openAPIV3Schema of a KubeRay CRD (``rayjobs`` or ``rayclusters``) from the pinned tree."""
-    from components.cluster import upstream
+    from components.render import upstream
 
     tree = next(t for t in upstream.trees() if t.key == "kuberay")
     path = root / tree.folder / "ray-operator" / "config" / "crd" / "bases" / f"ray.io_{kind_plural}.yaml"

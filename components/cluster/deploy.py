@@ -21,7 +21,7 @@ import urllib.request
 from typing import Any, Callable
 
 from components.cluster import podspec, s3_users
-from components.platform import platform
+from components.core.platform import platform
 from components.serving import metric_names as m
 
 log = logging.getLogger(__name__)

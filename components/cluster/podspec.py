@@ -5,7 +5,7 @@ The manifests in ``k8s/base`` follow the same rules by hand; the tests check bot
 
 from __future__ import annotations
 
-from components.platform import platform
+from components.core.platform import platform
 
 APP_UID = 1000  # the non-root user baked into infra/Dockerfile
 S3_SECRET = "s3-credentials"  # the pipeline's S3 user; created by infra/bootstrap.sh, never committed

@@ -15,7 +15,7 @@ import time
 from typing import Any, Callable
 
 from components.cluster import podspec, s3_users
-from components.platform import platform
+from components.core.platform import platform
 
 log = logging.getLogger(__name__)
 

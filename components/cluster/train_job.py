@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from components.config import Config, config_from_json
-from components.model import NetConfig
-from components.platform import platform
-from components.storage import Storage, join
-from components.train import TrainResult, train_with_ray
+from components.core.config import Config, config_from_json
+from components.core.platform import platform
+from components.core.storage import Storage, join
+from components.learn.model import NetConfig
+from components.learn.train import TrainResult, train_with_ray
 
 log = logging.getLogger(__name__)
 RESULT = "result.pt"  # the weights only (a state dict), loaded with weights_only=True

@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from components.config import Config, config_from_json
-from components.storage import Storage, join
+from components.core.config import Config, config_from_json
+from components.core.storage import Storage, join
 
 log = logging.getLogger(__name__)
 TRIALS_FILE = "trials.json"
@@ -45,9 +45,9 @@ def tune_on_kuberay(cfg: Config, features_dir: Path, trials: int, run_name: str)
     """Submit the search as a RayJob and return its trials (as ``tune.run_search`` does locally)."""
     from components.cluster.rayjob import run_rayjob
     from components.cluster.train_job import stage_inputs
-    from components.model import NetConfig
-    from components.platform import platform
-    from components.tune import _net_dict
+    from components.core.platform import platform
+    from components.learn.model import NetConfig
+    from components.learn.tune import _net_dict
 
     uris = stage_inputs(cfg, features_dir, NetConfig.from_dict(_net_dict(cfg, features_dir)), run_name)
     manifest = rayjob_for(cfg, uris, run_name, trials)
@@ -60,8 +60,8 @@ def tune_on_kuberay(cfg: Config, features_dir: Path, trials: int, run_name: str)
 
 def tune_entrypoint(features_uri: str, config_uri: str, out_uri: str, trials: int) -> list[dict[str, Any]]:
     """What the RayJob runs: the search on staged features; the trials land in ``<out>/trials.json``."""
-    from components.steps.featurize import TRAIN, VAL
-    from components.tune import run_search
+    from components.learn.features import TRAIN, VAL
+    from components.learn.tune import run_search
 
     storage = Storage()
     cfg = config_from_json(storage.read_bytes(config_uri).decode())

@@ -32,8 +32,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from components.config import Config
-from components.s3server import pids_with_env
+from components.core.config import Config
+from components.devstack.process import pids_with_env
 
 TOKEN_ENV = "SERVICETIME_CHAOS_TOKEN"  # not the pipeline's run token: a run inside a scenario stops only its own
 OUTCOME_FILE = "outcome.json"
@@ -157,8 +157,8 @@ def _stored_files(cfg: Config, name: str, version: str) -> Path:
     """The folder where the registry keeps a version's files (local artifact store)."""
     from mlflow import MlflowClient
 
-    from components import tracking
-    from components.storage import local_path
+    from components.core.storage import local_path
+    from components.learn import tracking
 
     tracking.setup(cfg)
     uri = MlflowClient().get_model_version_download_uri(name, version)
@@ -172,7 +172,7 @@ def _stored_files(cfg: Config, name: str, version: str) -> Path:
 
 def _newest_week(root: str) -> tuple[str, str, list[str]]:
     """(name, URI) of the newest batch in the landing zone, and every batch name: a weekly run meets the newest."""
-    from components.datasets import DatasetStore
+    from components.data.datasets import DatasetStore
 
     store = DatasetStore(root)
     names = store.raw_batches()
@@ -180,11 +180,11 @@ def _newest_week(root: str) -> tuple[str, str, list[str]]:
 
 
 def feed_bug(ctx: Context) -> list[Check]:
-    """One week's labels arrive in minutes (``components.loop._corrupt``): rejected, every row kept."""
-    from components.loop import _corrupt
+    """One week's labels arrive in minutes (``components.flows.loop._corrupt``): rejected, every row kept."""
+    from components.core.storage import Storage, join
+    from components.flows.loop import _corrupt
     from components.steps.ingest import ingest
     from components.steps.validate import ValidationFailed, validate_dataset
-    from components.storage import Storage, join
 
     storage = Storage()
     root = _raw_data(ctx)
@@ -226,9 +226,9 @@ def _mentions_customers(messages: list[str]) -> list[str]:
 
 def resalted_keys(ctx: Context) -> list[Check]:
     """The newest week's customer keys are re-salted: every customer looks new; validation must say so."""
+    from components.core.storage import Storage
     from components.steps.ingest import ingest
     from components.steps.validate import validate_dataset
-    from components.storage import Storage
 
     storage = Storage()
     root = _raw_data(ctx)
@@ -277,10 +277,8 @@ def ray_worker_killed(ctx: Context) -> list[Check]:
     """SIGKILL one Ray Train worker after the first checkpoint: Ray restarts it and training resumes."""
     import ray
 
-    from components.features import FeatureTransform
-    from components.steps.featurize import TRAIN, VAL
-    from components.steps.train import net_config
-    from components.train import CHECKPOINT_FILE, Arrays, load_state, train_with_ray
+    from components.learn.features import TRAIN, VAL, FeatureTransform
+    from components.learn.train import CHECKPOINT_FILE, Arrays, load_state, net_config, train_with_ray
 
     features = _features(ctx)
     train = Arrays.from_bytes((features / TRAIN).read_bytes())
@@ -335,7 +333,7 @@ def _reader(stream, lines: list[tuple[float, str]]) -> threading.Thread:
 
 
 def _start_run(ctx: Context, config_file: Path, run_uri: str, summary: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "components.cli", "--config", str(config_file), "--workspace", str(ctx.workspace),
+    cmd = [sys.executable, "-m", "components.cli.main", "--config", str(config_file), "--workspace", str(ctx.workspace),
            "run", "--stack", "--simulate-if-empty", "--run-uri", run_uri, "--summary", str(summary)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ctx.workspace,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -365,8 +363,8 @@ def s3_gone(ctx: Context) -> list[Check]:
     """``run --stack``: the stack's S3 server is SIGKILLed during training; then the stack restarts and the run is retried."""
     import yaml
 
-    from components import stack
-    from components.storage import S3Settings, Storage
+    from components.core.storage import S3Settings, Storage
+    from components.devstack import stack
 
     cfg = ctx.cfg
     config_file = ctx.workspace / "config.yaml"
@@ -436,9 +434,9 @@ def _register_untrained(champ: Champion, ctx: Context) -> str:
     import mlflow
     import torch
 
-    from components import tracking
-    from components.bundle import NET, WEIGHTS
-    from components.model import NetConfig, ServiceTimeNet
+    from components.learn import tracking
+    from components.learn.bundle import NET, WEIGHTS
+    from components.learn.model import NetConfig, ServiceTimeNet
 
     bundle = ctx.workspace / "steps" / "model-v2"
     shutil.copytree(champ.bundle, bundle)
@@ -455,8 +453,8 @@ def worse_canary(ctx: Context) -> list[Check]:
     """A promoted version is worse than its evaluation said: the local canary check fails and rolls back."""
     import pandas as pd
 
-    from components import tracking
-    from components.bundle import Predictor
+    from components.learn import tracking
+    from components.learn.bundle import Predictor
     from components.steps.deploy import DeployFailed, canary_check, deploy_step
     from components.steps.register import promote_step
 
@@ -490,7 +488,7 @@ def worse_canary(ctx: Context) -> list[Check]:
 def _serve(ctx: Context, cfg: Config, port: int, log: Path) -> subprocess.Popen:
     import yaml
 
-    from components import tracking
+    from components.learn import tracking
 
     config_file = ctx.workspace / "serve-config.yaml"
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
@@ -529,8 +527,8 @@ def champion_file_deleted(ctx: Context) -> list[Check]:
     """The champion's model file is deleted from the registry's store; the server restarts (a new pod)."""
     import pandas as pd
 
-    from components.bundle import WEIGHTS
-    from components.s3server import free_port, stop_process_group
+    from components.devstack.process import free_port, stop_process_group
+    from components.learn.bundle import WEIGHTS
     from components.serving.api import FIELD_NAMES
 
     champ = _champion(ctx)
@@ -735,8 +733,8 @@ def _child(spec_path: str) -> int:
     """In the child: run the scenario, write its checks (a crash is a failed check, with its reason)."""
     import traceback
 
-    from components.config import config_from_json
-    from components.logs import configure
+    from components.core.config import config_from_json
+    from components.core.logs import configure
 
     configure()
     spec = json.loads(Path(spec_path).read_text())

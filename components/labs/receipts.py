@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from components.config import DEFAULT_CONFIG, Config, load_config
+from components.core.config import DEFAULT_CONFIG, Config, load_config
 
 STUDENT_ENV = "SERVICETIME_STUDENT"
 RECEIPTS_ENV = "SERVICETIME_RECEIPTS"
@@ -117,7 +117,7 @@ def _mlflow(ctx: Context) -> Any | None:
     """
     from mlflow import MlflowClient
 
-    from components import tracking
+    from components.learn import tracking
 
     uri = ctx.options.tracking_uri or tracking.tracking_uri(ctx.cfg)
     if uri.startswith("sqlite:///"):
@@ -143,7 +143,7 @@ def _aliases(client: Any, name: str) -> dict[str, str]:
 
 def _registry(ctx: Context, min_versions: int = 1, champion: bool = True) -> tuple[Any, list[Any], dict[str, str]]:
     """Registered versions with lineage tags and (optionally) a champion alias; returns what it read."""
-    from components import tracking
+    from components.learn import tracking
 
     client = _mlflow(ctx)
     if client is None:
@@ -203,7 +203,7 @@ def _rayjob(ctx: Context) -> None:
     from kubernetes.client.exceptions import ApiException
     from kubernetes.config.config_exception import ConfigException
 
-    from components.platform import platform
+    from components.core.platform import platform
 
     namespace = ctx.options.namespace or platform().namespace
     try:
@@ -262,7 +262,7 @@ def check_quickstart(ctx: Context) -> None:
 
 
 def check_data(ctx: Context) -> None:
-    from components.datasets import DatasetStore
+    from components.data.datasets import DatasetStore
 
     root = ctx.workspace / "data"
     store = DatasetStore(str(root))
@@ -353,7 +353,8 @@ def _prediction_log(ctx: Context) -> None:
 
 
 def check_serving(ctx: Context) -> None:
-    from components import stack, tracking
+    from components.devstack import stack
+    from components.learn import tracking
 
     _, _, aliases = _registry(ctx)
     log = ctx.workspace / "model-server.log"
@@ -396,7 +397,7 @@ def check_data_that_changes(ctx: Context) -> None:
     client, versions, aliases = _registry(ctx, min_versions=2)
     if client is None or not versions:
         return
-    from components import tracking
+    from components.learn import tracking
 
     promotions = client.get_registered_model(tracking.model_name(ctx.cfg)).tags.get(tracking.HISTORY_TAG, "")
     champion = aliases.get(tracking.CHAMPION)
@@ -412,7 +413,7 @@ def check_chameleon(ctx: Context) -> None:
     _rayjob(ctx)
     if ctx.options.tracking_uri:
         _registry(ctx)
-        from components import tracking
+        from components.learn import tracking
 
         client = _mlflow(ctx)
         aliases = _aliases(client, tracking.model_name(ctx.cfg)) if client else {}

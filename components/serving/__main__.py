@@ -2,6 +2,6 @@
 
 import sys
 
-from components.serving.cli import main
+from components.cli.serve import main
 
 sys.exit(main())

@@ -1,6 +1,6 @@
 """The model server's request and response models, derived from the data schema.
 
-A stop carries exactly the planning-time columns of ``components.schema``
+A stop carries exactly the planning-time columns of ``components.core.schema``
 (``Column.planning``): types, ranges, categories and nullability all come from
 there, so a column added to the schema appears in the API without another
 edit. Customer history is never sent: the server looks it up in the model's
@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
-from components.schema import COLUMNS, ID, Column
+from components.core.schema import COLUMNS, ID, Column
 
 MAX_STRING = 256  # ids and hashes are short; this bounds what one field can cost
 # Planned arrivals outside this range are typing mistakes (and outside what

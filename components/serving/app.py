@@ -39,8 +39,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
-from components.baseline import BusinessLogicModel
-from components.schema import ID
+from components.core.baseline import BusinessLogicModel
+from components.core.schema import ID
 from components.serving import metrics as mx
 from components.serving.api import ErrorResponse, PredictResponse, request_model, to_columns
 from components.serving.loader import LoadedModel, ModelHolder, ModelSource
@@ -144,7 +144,7 @@ class ServerState:
         if not uri or (not force and now - self._online_read_at < self.settings.online_report_every_s):
             return
         self._online_read_at = now
-        from components.monitor import read_latest_report
+        from components.serving.monitor import read_latest_report
 
         try:
             report = read_latest_report(uri)
@@ -394,7 +394,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
 def app_from_env() -> FastAPI:
     """The uvicorn factory for ``servicetime serve`` (settings from SERVICETIME_SERVER_SETTINGS)."""
-    from components.logs import configure
+    from components.core.logs import configure
 
     configure()
     return create_app(ServerSettings.from_env())

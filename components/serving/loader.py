@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from components.bundle import Predictor
+from components.learn.bundle import Predictor
 from components.serving.scorer import Scorer
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 The server registers its metrics from these constants; the alert rules, the
 Prometheus config and the Grafana dashboard are rendered from them
-(``components.monitoring``), so a metric is named exactly once.
+(``components.render.monitoring``), so a metric is named exactly once.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ MODEL_LOADED_TIMESTAMP = f"{PREFIX}_model_loaded_timestamp_seconds"
 INPUT_DRIFT_PSI = f"{PREFIX}_input_drift_psi"  # labels: feature
 DRIFT_WINDOW_ROWS = f"{PREFIX}_drift_window_rows"
 # Online quality: served predictions joined with the labels that arrived later
-# (components.monitor writes the report; the server exposes its latest one).
+# (components.serving.monitor writes the report; the server exposes its latest one).
 ONLINE_MAE = f"{PREFIX}_online_mae_seconds"  # labels: slice
 ONLINE_BIAS = f"{PREFIX}_online_bias_seconds"  # labels: slice (prediction - actual)
 ONLINE_LATE_SHARE = f"{PREFIX}_online_late_share"  # labels: slice

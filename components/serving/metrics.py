@@ -26,8 +26,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as mp
 
-from components.drift import Reference, psi
-from components.schema import DRIFT_FEATURES
+from components.core.schema import DRIFT_FEATURES
+from components.data.drift import Reference, psi
 from components.serving import metric_names as m
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -204,7 +204,7 @@ class ServerMetrics:
         self.drift_rows.set(rows)
 
     def set_online(self, report: dict) -> None:
-        """The latest online report's figures (``components.monitor.online_report``), one series per slice."""
+        """The latest online report's figures (``components.serving.monitor.online_report``), one series per slice."""
         for row in report.get("slices", []):
             for key, gauge in self.online.items():
                 value = row.get(key)

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from components.model import TARGET_SCALE_S
+from components.learn.model import TARGET_SCALE_S
 
-MIN_SECONDS = 10.0  # the floor components.model.predict_seconds clamps to
+MIN_SECONDS = 10.0  # the floor components.learn.model.predict_seconds clamps to
 
 
 class NotCompilable(ValueError):
@@ -84,7 +84,7 @@ def nums_width(model: torch.nn.Module) -> int:
 
 
 def seconds_from(net: Callable, cats: np.ndarray, nums: np.ndarray) -> np.ndarray:
-    """``components.model.predict_seconds`` without its per-call ``model.eval()`` and chunking."""
+    """``components.learn.model.predict_seconds`` without its per-call ``model.eval()`` and chunking."""
     with torch.inference_mode():
         out = net(torch.from_numpy(cats), torch.from_numpy(nums))
         return (out * TARGET_SCALE_S).clamp(min=MIN_SECONDS).numpy().astype(float)

@@ -1,7 +1,7 @@
 """The prediction log: every served prediction, appended in batches to day-partitioned Parquet.
 
 Layout under a root URI (``<workspace>/predictions`` locally, ``s3://<bucket>/predictions``
-on the cluster, both through ``components.storage.Storage``)::
+on the cluster, both through ``components.core.storage.Storage``)::
 
     <root>/day=YYYY-MM-DD/part-<unix ms>-<pid>-<seq>.parquet
 
@@ -34,14 +34,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from components.schema import ID
-from components.storage import Storage, join
+from components.core.schema import ID
+from components.core.storage import Storage, join
 
 log = logging.getLogger(__name__)
 
 DAY_PREFIX = "day="
 TICK_S = 0.25  # how often the writer drains the queue (at most flush_s)
-# The log's columns, in order: the one list the writer and the readers (components.monitor) share.
+# The log's columns, in order: the one list the writer and the readers (components.serving.monitor) share.
 LOG_SCHEMA = pa.schema([
     ("delivery_id", pa.string()),
     ("route_id", pa.string()),

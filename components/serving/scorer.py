@@ -10,7 +10,7 @@ request's columns with numpy and dict lookups (customer history included).
 
 Both are checked against the library's path (``Predictor.predict``) on probe
 stops every time a model loads. If they ever disagree (a feature or a layer
-was added or changed in ``components.features`` or ``components.model``), the
+was added or changed in ``components.learn.features`` or ``components.learn.model``), the
 server logs why and scores through the library's path instead: correctness
 never depends on this module keeping up.
 """
@@ -24,15 +24,15 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from components.bundle import Predictor
-from components.features import HISTORY_SHRINK, UNKNOWN
-from components.schema import AREA_TYPES, BUILDING_TYPES, TIMESTAMP
+from components.core.schema import AREA_TYPES, BUILDING_TYPES, TIMESTAMP
+from components.learn.bundle import Predictor
+from components.learn.features import HISTORY_SHRINK, UNKNOWN
 from components.serving.api import PLANNING
 from components.serving.network import NotCompilable, functional_forward, seconds_from
 
 log = logging.getLogger(__name__)
 
-FLOOR_BANDS = ("unknown", "0", "1-2", "3-5", "6+")  # the labels of components.features.floor_band
+FLOOR_BANDS = ("unknown", "0", "1-2", "3-5", "6+")  # the labels of components.learn.features.floor_band
 _BAND_EDGES = np.array([0.0, 2.0, 5.0])
 DAY_S = 86400.0
 
@@ -288,7 +288,7 @@ class Scorer:
 
 def verify(predictor: Predictor, compiled: CompiledTransform, cols: dict[str, Any] | None = None) -> str | None:
     """None when the compiled transform reproduces the pandas one on ``cols`` (probe stops by default)."""
-    from components.features import apply_snapshot
+    from components.learn.features import apply_snapshot
 
     cols = cols if cols is not None else probe_columns(predictor)
     frame = apply_snapshot(columns_to_frame(cols), predictor.history)

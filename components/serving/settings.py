@@ -11,7 +11,7 @@ import os
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from components.config import Config
+from components.core.config import Config
 
 SETTINGS_ENV = "SERVICETIME_SERVER_SETTINGS"
 
@@ -35,7 +35,7 @@ class ServerSettings(BaseModel):
     prediction_log_flush_rows: int = Field(20_000, ge=1)
     prediction_log_flush_s: float = Field(5.0, gt=0)
     prediction_log_queue: int = Field(10_000, ge=1)  # requests waiting for the writer, at most
-    # The latest online-quality report (components.monitor), re-read at most this often and
+    # The latest online-quality report (components.serving.monitor), re-read at most this often and
     # exposed on /metrics; None exposes none.
     online_report_uri: str | None = None
     online_report_every_s: float = Field(60.0, gt=0)
@@ -58,8 +58,8 @@ class ServerSettings(BaseModel):
 def settings_from_config(cfg: Config, model_uri: str | None = None, model_path: str | None = None,
                          reload_interval_s: float | None = None) -> ServerSettings:
     """Settings from the config; with neither a URI nor a path, serve the champion."""
-    from components import tracking
-    from components.monitor import online_report_uri, prediction_log_uri
+    from components.learn import tracking
+    from components.serving.monitor import online_report_uri, prediction_log_uri
 
     if not model_uri and not model_path:
         model_uri = f"models:/{tracking.model_name(cfg)}@{tracking.CHAMPION}"

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from components.storage import (
+from components.core.storage import (
     ServiceUnavailable,
     Storage,
     StorageError,
@@ -36,6 +36,11 @@ class NotRetried(RuntimeError):
     """An earlier attempt of this step failed deterministically; this attempt stops at once."""
 
 
+class Rejected(RuntimeError):
+    """A step's outcome that a retry cannot change (a rejected batch, a failed canary): the steps' own
+    failures derive from it, so this module need not import them."""
+
+
 def record(run_uri: str | None, step: str, data: dict[str, Any]) -> dict[str, Any]:
     """Write a step's outcome to ``<run_uri>/steps/<step>.json`` (if a run URI is given)."""
     if run_uri:
@@ -50,7 +55,7 @@ def s3_endpoint() -> str | None:
 def check_services(mlflow_uri: str | None = None, uris: tuple[str | None, ...] = ()) -> None:
     """Raise ``ServiceUnavailable`` naming the first service that does not answer: S3 (when any URI
     is ``s3://`` or an S3 endpoint is configured), then an MLflow server (an http(s) tracking URI)."""
-    from components import tracking
+    from components.learn import tracking
 
     endpoint = s3_endpoint()
     if endpoint and (any(u and is_s3(u) for u in uris) or mlflow_uri and mlflow_uri.startswith("http")):
@@ -67,14 +72,11 @@ def deterministic(exc: BaseException) -> bool:
     """True for failures a retry cannot change: bad input, a rejected batch, a full disk."""
     from pydantic import ValidationError
 
-    from components.steps.deploy import DeployFailed
-    from components.steps.validate import ValidationFailed
-
     if isinstance(exc, (ServiceUnavailable, NotRetried)):
         return isinstance(exc, NotRetried)
     if disk_full(exc):
         return True
-    if isinstance(exc, (ValidationFailed, DeployFailed, ValidationError, FileNotFoundError, IsADirectoryError,
+    if isinstance(exc, (Rejected, ValidationError, FileNotFoundError, IsADirectoryError,
                         PermissionError, KeyError, TypeError, ValueError)):
         return True
     if isinstance(exc, StorageError):

@@ -17,17 +17,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components import tracking
-from components.bundle import Predictor
-from components.config import Config
-from components.schema import LABEL
-from components.steps import guarded, record
-from components.steps.featurize import TEST
+from components.core.config import Config
+from components.core.schema import LABEL
+from components.learn import tracking
+from components.learn.bundle import Predictor
+from components.learn.features import TEST
+from components.steps import Rejected, guarded, record
 
 log = logging.getLogger(__name__)
 
 
-class DeployFailed(RuntimeError):
+class DeployFailed(Rejected):
     """The new champion failed its canary check; the champion alias was rolled back."""
 
 
@@ -62,7 +62,7 @@ def kubernetes_rollout(cfg: Config, name: str, version: str, test: pd.DataFrame)
     from mlflow import MlflowClient
 
     from components.cluster import deploy
-    from components.platform import platform
+    from components.core.platform import platform
 
     client = MlflowClient()
     namespace = cfg.deploy.namespace or platform().namespace

@@ -10,13 +10,13 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from components import tracking
-from components.baselines import BASELINES, fit_baselines
-from components.bundle import Predictor
-from components.config import Config
-from components.evaluate import evaluate, write_report
+from components.core.config import Config
+from components.evaluate.baselines import BASELINES, fit_baselines
+from components.evaluate.evaluation import evaluate, write_report
+from components.learn import tracking
+from components.learn.bundle import Predictor
+from components.learn.features import TEST, TRAIN_FRAME, VAL_FRAME
 from components.steps import guarded, record
-from components.steps.featurize import TEST, TRAIN_FRAME, VAL_FRAME
 
 log = logging.getLogger(__name__)
 

@@ -8,16 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.config import Config
-from components.drift import build_reference
-from components.features import FeatureTransform, build_features
-from components.schema import LABEL
+from components.core.config import Config
+from components.core.schema import LABEL
+from components.data.drift import build_reference
+from components.learn.features import TEST, TRAIN, TRAIN_FRAME, VAL, VAL_FRAME, FeatureTransform, build_features
+from components.learn.train import Arrays
 from components.steps import record
-from components.train import Arrays
-
-TRAIN, VAL, TEST = "train.npz", "val.npz", "test.parquet"
-# The frames themselves: baselines are fitted on the training weeks, calibration on the validation weeks.
-TRAIN_FRAME, VAL_FRAME = "train.parquet", "val.parquet"
 
 
 def encode(transform: FeatureTransform, frame: pd.DataFrame) -> Arrays:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from components.config import DataConfig
-from components.datasets import DatasetStore
-from components.simulator import generate, to_parquet_bytes
+from components.core.config import DataConfig
+from components.core.storage import to_parquet_bytes
+from components.data.datasets import DatasetStore
+from components.data.simulator import generate
 from components.steps import guarded, record
 
 

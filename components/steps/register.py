@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from components import tracking
-from components.config import Config
+from components.core.config import Config
+from components.learn import tracking
 from components.steps import guarded, record
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from components.storage import Storage, StorageError, join
+from components.core.storage import Storage, StorageError, join
 
 log = logging.getLogger(__name__)
 

@@ -10,27 +10,18 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from components import tracking
-from components.bundle import calibrate_bundle, save_bundle
-from components.config import Config
-from components.drift import Reference
-from components.features import FeatureTransform
-from components.model import NetConfig
-from components.planning import calibrate_windows
-from components.schema import FEATURES
+from components.core.config import Config
+from components.core.storage import Storage, file_lock, join, local_path
+from components.data.drift import Reference
+from components.learn import tracking
+from components.learn.bundle import calibrate_bundle, save_bundle
+from components.learn.features import TRAIN, VAL, VAL_FRAME, FeatureTransform
+from components.learn.planning import calibrate_windows
+from components.learn.train import Arrays, TrainResult, net_config, train_in_process, train_with_ray
+from components.learn.tune import apply_tuned
 from components.steps import guarded, record
-from components.steps.featurize import TRAIN, VAL, VAL_FRAME
-from components.storage import Storage, file_lock, join, local_path
-from components.train import Arrays, TrainResult, train_in_process, train_with_ray
-from components.tune import apply_tuned
 
 log = logging.getLogger(__name__)
-
-
-def net_config(cfg: Config, transform: FeatureTransform, train: Arrays) -> NetConfig:
-    monotone = tuple(transform.numeric.index(f) for f in FEATURES.monotone if f in transform.numeric)
-    return NetConfig(transform.cardinalities, len(transform.numeric), cfg.train.embedding_dim, tuple(cfg.train.hidden),
-                     cfg.train.dropout, float(pd.Series(train.y).mean()), monotone)
 
 
 FINISHED = ".servicetime-finished"  # marks checkpoints whose training completed (nothing to resume)

@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from components.config import Config
+from components.core.config import Config
 from components.steps import record
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ def tune_step(cfg: Config, features_dir: str | Path, trials: int, data_version: 
     """
     if trials <= 0:
         return record(run_uri, "tune", {"trials": 0, "settings_json": ""})
-    from components import tune
+    from components.learn import tune
 
     started = time.perf_counter()
     features_dir = Path(features_dir)

@@ -8,24 +8,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from components.config import Config
-from components.datasets import DatasetStore
-from components.drift import Reference, build_reference
-from components.simulator import to_parquet_bytes
-from components.steps import record
-from components.storage import StorageError, join
-from components.validation import (
+from components.core.config import Config
+from components.core.storage import StorageError, join, to_parquet_bytes
+from components.data.datasets import DatasetStore
+from components.data.drift import Reference, build_reference
+from components.data.validation import (
     ValidationResult,
     render_markdown,
     unreadable_batch,
     validate_batch,
 )
+from components.steps import Rejected, record
 
 log = logging.getLogger(__name__)
 REFERENCE_WEEKS = 4
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(Rejected):
     """A batch was rejected; the message lists every reason. Nothing was lost: see the quarantine."""
 
 

@@ -119,7 +119,7 @@ fi
 cd "$repo_dir"
 if [ -x infra/bootstrap.sh ]; then
   # The platform's facts (namespace, image, ports) come from this checkout's
-  # components/platform.yaml, not from the user-data of the first boot.
+  # components/core/platform.yaml, not from the user-data of the first boot.
   log "handing off to infra/bootstrap.sh"
   boot_env=(KUBECONFIG="$ROOT/home/cc/.kube/config" SERVICETIME_SERVER_IP="$SERVER_IP")
   # A prebuilt component image is copied into the registry instead of built.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Puts the platform's state folder (STATE_PATH, state.host_path of
-# components/platform.yaml) in place on the control plane; k3s-node.sh runs
+# components/core/platform.yaml) in place on the control plane; k3s-node.sh runs
 # it before k3s is installed. With a kept Cinder volume (STATE_VOLUME_ID) it
 # waits for the disk, makes an ext4 file system only if the disk holds
 # none, and mounts it there, now and at every boot (fstab; k3s waits for the

@@ -11,10 +11,10 @@ process, so sizes never share a heap and the peak resident memory
 The stages are the library functions the pipeline runs, minus the Parquet I/O
 between steps:
 
-* generate:  ``components.simulator.generate`` (all weeks, materialised);
-* validate:  ``components.validation.validate_batch`` on every week, with a drift
+* generate:  ``components.data.simulator.generate`` (all weeks, materialised);
+* validate:  ``components.data.validation.validate_batch`` on every week, with a drift
              reference from the first 4 accepted weeks, as ``steps/validate.py`` does;
-* features:  ``components.features.build_features`` (point-in-time history, time
+* features:  ``components.learn.features.build_features`` (point-in-time history, time
              split, transform fit) and encoding train + val as ``steps/featurize.py`` does.
 
 Reported: seconds and rows/s per stage, peak memory, and how cost grows with
@@ -57,7 +57,7 @@ def _maxrss_mb() -> float:
 
 def _instrument(sink: dict) -> None:
     """Time the parts of ``build_features`` by wrapping the functions it looks up (this process only)."""
-    import components.features as features
+    import components.learn.features as features
 
     def timed(name, fn):
         def wrapper(*args, **kwargs):
@@ -79,12 +79,12 @@ def measure_size(scale: int) -> dict:
     """One size, end to end, in the calling (fresh) process. Returns seconds, rows and memory."""
     import pandas as pd
 
-    from components.config import DataConfig, ValidationConfig
-    from components.drift import build_reference
-    from components.features import build_features
-    from components.simulator import generate
+    from components.core.config import DataConfig, ValidationConfig
+    from components.data.drift import build_reference
+    from components.data.simulator import generate
+    from components.data.validation import validate_batch
+    from components.learn.features import build_features
     from components.steps.featurize import encode
-    from components.validation import validate_batch
 
     base = DataConfig()
     cfg = DataConfig(stops_per_week=base.stops_per_week * scale, n_customers=base.n_customers * scale)
@@ -140,12 +140,12 @@ def _in_fresh_process(scale: int) -> dict:
 class DefaultFeatures:
     """The default data through the real pipeline steps; files under ``dir`` as featurize writes them."""
 
-    cfg: object  # components.config.Config
+    cfg: object  # components.core.config.Config
     dir: Path  # train.npz, val.npz, test.parquet, transform.json, customer_history.parquet, reference.json
-    train: object  # components.train.Arrays
+    train: object  # components.learn.train.Arrays
     val: object
     test: object  # pandas DataFrame: the held-out weeks with history columns and labels
-    transform: object  # components.features.FeatureTransform
+    transform: object  # components.learn.features.FeatureTransform
     seconds: float
 
     @property
@@ -157,8 +157,8 @@ class DefaultFeatures:
         return str(self.dir / "val.npz")
 
     def net(self, cfg=None):
-        """The network config the train step builds (``steps.train.net_config``)."""
-        from components.steps.train import net_config
+        """The network config the train step builds (``learn.train.net_config``)."""
+        from components.learn.train import net_config
 
         return net_config(cfg or self.cfg, self.transform, self.train)
 
@@ -173,12 +173,12 @@ def default_features() -> DefaultFeatures:
     """Default config data: generate_raw -> ingest -> validate_dataset -> featurize (about 15 s, once)."""
     import pandas as pd
 
-    from components.config import load_config
-    from components.features import FeatureTransform
-    from components.steps.featurize import TEST, TRAIN, VAL, featurize
+    from components.core.config import load_config
+    from components.learn.features import TEST, TRAIN, VAL, FeatureTransform
+    from components.learn.train import Arrays
+    from components.steps.featurize import featurize
     from components.steps.ingest import generate_raw, ingest
     from components.steps.validate import validate_dataset
-    from components.train import Arrays
 
     started = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="servicetime-bench-"))

@@ -9,7 +9,7 @@ three servers, each started as its own process group on loopback and stopped at 
   while the main CLI lacks the subcommand): strict request model, compiled scorer,
   fallback, Prometheus metrics, drift window; one uvicorn worker;
 * ``minimal``: the FastAPI app a user writes first (``minimal_app`` below): JSON -> DataFrame
-  -> ``components.bundle.Predictor.predict`` -> JSON; one uvicorn worker;
+  -> ``components.learn.bundle.Predictor.predict`` -> JSON; one uvicorn worker;
 * ``ray-serve``: Ray Serve 2.60 with one replica running the same code as ``minimal``
   (``RayServePredictor`` below), default settings, its own local Ray (2 CPUs);
 * ``ray-serve+scorer``: the same Ray Serve, but the replica runs our server's scoring path
@@ -80,7 +80,7 @@ def answer(predictor, stops: list[dict]) -> dict:
 def load_predictor(bundle: str):
     import torch
 
-    from components.bundle import Predictor
+    from components.learn.bundle import Predictor
 
     torch.set_num_threads(1)
     return Predictor.load(bundle)
@@ -250,10 +250,10 @@ def train_bundle(out: Path) -> Path:
     import pandas as pd
     import torch
 
-    from components.bundle import save_bundle
-    from components.config import TrainConfig
-    from components.drift import Reference
-    from components.train import train_in_process
+    from components.core.config import TrainConfig
+    from components.data.drift import Reference
+    from components.learn.bundle import save_bundle
+    from components.learn.train import train_in_process
     from tests.benchmarks.bench_data import default_features
 
     feats = default_features()
@@ -270,7 +270,7 @@ def train_bundle(out: Path) -> Path:
 
 
 def _free_port() -> int:
-    from components.s3server import free_port
+    from components.devstack.process import free_port
 
     return free_port()
 
@@ -279,7 +279,7 @@ def _free_port() -> int:
 def test_bench_frameworks():
     import httpx
 
-    from components.bundle import Predictor
+    from components.learn.bundle import Predictor
     from components.serving.api import FIELD_NAMES
     from tests.benchmarks.bench_data import default_features
 

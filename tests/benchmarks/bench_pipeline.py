@@ -101,7 +101,7 @@ def run_direct(cfg, data_root: str) -> tuple[float, dict, dict[str, float]]:
 
 @pytest.mark.bench
 def test_bench_pipeline():
-    from components.config import load_config
+    from components.core.config import load_config
     from components.steps.ingest import generate_raw
 
     root = Path(tempfile.mkdtemp(prefix="servicetime-bench-pipeline-"))

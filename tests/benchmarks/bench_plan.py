@@ -4,7 +4,7 @@
 
 The default data (52 weeks) through the train step in-process, which fits the window
 calibration on the validation weeks and saves it with the model; then the simulator's
-next weeks (52-57, never seen) are planned with ``components.planning.plan_file`` and
+next weeks (52-57, never seen) are planned with ``components.learn.planning.plan_file`` and
 compared with their real arrivals. Side by side, the naive window that sums per-stop
 interval half-widths along the route (what the conformal window replaces). Printed per
 week and pooled: coverage, early and late shares, mean width. Goal (printed, not asserted):
@@ -34,7 +34,7 @@ def naive_windows(plan: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.mark.bench
 def test_bench_plan(tmp_path):
-    from components.planning import plan_file, simulated_orders, window_coverage
+    from components.learn.planning import plan_file, simulated_orders, window_coverage
     from components.steps.register import promote_step
     from components.steps.train import train_step
 

@@ -9,7 +9,7 @@ weeks, val = the next 4, test = the last 4 held-out weeks), built once by
 
 Same small tuning budget for both, 4 configurations each, selected on val MAE:
 
-* PyTorch: ``components.train.train_in_process`` (early stopping on val, patience 3)
+* PyTorch: ``components.learn.train.train_in_process`` (early stopping on val, patience 3)
   with lr / hidden layers / epochs / batch varied through ``TrainConfig``;
 * LightGBM: the categorical columns declared categorical, up to 2,000 trees with
   early stopping on val MAE (50 rounds); objective (huber with alpha 90 s, l2, l1),
@@ -20,8 +20,8 @@ same compute, and on a busy 2-core machine two OpenMP threads run several times
 slower than one (see the training benchmark).
 
 Reported on the test weeks for the chosen model of each family and for the
-business-logic rules (``components.baseline``): MAE, P90 absolute error, bias and
-the route KPI (``components.kpi.route_kpi``: spread of arrival delay and share of
+business-logic rules (``components.core.baseline``): MAE, P90 absolute error, bias and
+the route KPI (``components.evaluate.kpi.route_kpi``: spread of arrival delay and share of
 stops outside the promised window). Goal (printed, not asserted): PyTorch MAE
 within 3 % of LightGBM's, or better.
 """
@@ -60,9 +60,9 @@ def _lgbm_matrix(arrays) -> np.ndarray:
 
 
 def fit_torch(feats, params: dict):
-    from components.config import TrainConfig
-    from components.model import ServiceTimeNet, predict_seconds
-    from components.train import train_in_process
+    from components.core.config import TrainConfig
+    from components.learn.model import ServiceTimeNet, predict_seconds
+    from components.learn.train import train_in_process
 
     tcfg = TrainConfig(num_workers=0, patience=3, **params)
     net = feats.net(feats.cfg.model_copy(update={"train": tcfg}))
@@ -107,11 +107,11 @@ def _describe(params: dict) -> str:
 def test_bench_quality():
     import torch
 
-    from components.baseline import BusinessLogicModel
-    from components.config import EvalConfig
-    from components.evaluate import point_metrics
-    from components.kpi import route_kpi
-    from components.schema import LABEL
+    from components.core.baseline import BusinessLogicModel
+    from components.core.config import EvalConfig
+    from components.core.schema import LABEL
+    from components.evaluate.evaluation import point_metrics
+    from components.evaluate.kpi import route_kpi
 
     wall = time.perf_counter()
     load_before = os.getloadavg()

@@ -64,12 +64,12 @@ BUNDLE_ENV = "BENCH_MINIMAL_BUNDLE"
 
 def minimal_app():
     """A bare FastAPI app: parse, score with the compiled scorer, answer. For ``uvicorn --factory``."""
-    from components.bundle import Predictor
+    import torch
+
+    from components.learn.bundle import Predictor
     from components.serving.api import request_model, to_columns
     from components.serving.app import render_predictions, settle_heap
     from components.serving.scorer import Scorer
-
-    import torch
 
     torch.set_num_threads(1)
     predictor = Predictor.load(os.environ[BUNDLE_ENV])
@@ -286,7 +286,7 @@ def _paired_ratio(a: list[float], b: list[float]) -> float:
 
 @pytest.mark.bench
 def test_bench_serving(trained, tmp_path):  # noqa: F811
-    from components.s3server import free_port
+    from components.devstack.process import free_port
 
     stops = trained.stops(BATCH)
     single = json.dumps({"stops": stops[:1]}).encode()

@@ -3,12 +3,12 @@
     .venv/bin/python -m pytest tests/benchmarks/bench_training.py -m bench -s -p no:cacheprovider
 
 Same data (the default config's features, built once with the pipeline steps, see
-``bench_data.default_features``), same network (``steps.train.net_config``), same
+``bench_data.default_features``), same network (``learn.train.net_config``), same
 ``TrainConfig`` (6 epochs, patience high so every run does all 6), one process tree:
 
-* ``in-process``: ``components.train.train_in_process`` (the ``num_workers=0`` path);
-* ``ray 1w`` / ``ray 2w``: ``components.train.train_with_ray`` on a local Ray started once
-  by ``components.train.ensure_ray`` (its time is reported as ``ray.init``).
+* ``in-process``: ``components.learn.train.train_in_process`` (the ``num_workers=0`` path);
+* ``ray 1w`` / ``ray 2w``: ``components.learn.train.train_with_ray`` on a local Ray started once
+  by ``components.learn.train.ensure_ray`` (its time is reported as ``ray.init``).
 
 Figures: throughput during the epochs (samples / sum of epoch seconds; an epoch's
 seconds include its validation pass), Ray's fixed overhead (total minus the sum of
@@ -24,7 +24,7 @@ Then the why (``BENCH_TRAINING_INVESTIGATE=0`` skips it): in-process with one to
 thread (what each Ray worker uses), batch size 2048 in-process and on 2 Ray
 workers, the cost of the library's DataLoader (per-sample ``TensorDataset`` indexing +
 default collate) against whole-batch indexing, the gloo all-reduce latency for the
-model's gradient, and the same loop (``components.train.fit_loop``) fed by a
+model's gradient, and the same loop (``components.learn.train.fit_loop``) fed by a
 whole-batch loader, in-process and on 2 Ray workers.
 """
 
@@ -60,7 +60,7 @@ def _tensors(a):
     return TensorDataset(torch.as_tensor(a.cats), torch.as_tensor(a.nums), torch.as_tensor(a.y, dtype=torch.float32))
 
 def train_cfg(**overrides):
-    from components.config import TrainConfig
+    from components.core.config import TrainConfig
 
     return TrainConfig(**{"epochs": EPOCHS, "patience": 100, **overrides})
 
@@ -80,7 +80,7 @@ def batch_loader(train, batch_size: int, seed: int, sampler=None):
 
 
 def _ray_worker_batched(config: dict) -> None:
-    """The library's Ray worker (components.train._ray_worker) with a whole-batch loader, nothing else changed.
+    """The library's Ray worker (components.learn.train._ray_worker) with a whole-batch loader, nothing else changed.
 
     Rank 0 also writes wall-clock marks (entry, ready to train, each epoch's end and report) to
     ``config["marks"]`` so the driver can split Ray's fixed overhead into its parts.
@@ -94,10 +94,10 @@ def _ray_worker_batched(config: dict) -> None:
     import torch.distributed as dist
     from torch.utils.data import DistributedSampler
 
-    from components.config import TrainConfig
-    from components.model import NetConfig, ServiceTimeNet
-    from components.storage import Storage
-    from components.train import CHECKPOINT_FILE, Arrays, LoopState, fit_loop, seed_everything
+    from components.core.config import TrainConfig
+    from components.core.storage import Storage
+    from components.learn.model import NetConfig, ServiceTimeNet
+    from components.learn.train import CHECKPOINT_FILE, Arrays, LoopState, fit_loop, seed_everything
 
     marks: dict = {"entry": time.time(), "epoch_end": [], "reported": []}
     torch.set_num_threads(1)
@@ -141,7 +141,7 @@ def fit_ray_batched(feats, net, cfg, storage_path: str, name: str) -> dict:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from components.train import CHECKPOINT_FILE, load_state
+    from components.learn.train import CHECKPOINT_FILE, load_state
 
     marks_file = Path(storage_path) / f"{name}-marks.json"
     started, fit_start = time.perf_counter(), time.time()
@@ -183,7 +183,7 @@ def loader_costs(feats, batch_sizes=(512, 2048)) -> list[dict]:
     import torch
     from torch.utils.data import DataLoader
 
-    from components.model import ServiceTimeNet, huber_loss
+    from components.learn.model import ServiceTimeNet, huber_loss
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -276,7 +276,7 @@ def _ray_row(result, name: str, batch: int) -> dict:
 def test_bench_training():
     import torch
 
-    from components.train import ensure_ray, train_in_process, train_with_ray
+    from components.learn.train import ensure_ray, train_in_process, train_with_ray
 
     wall = time.perf_counter()
     load_before = os.getloadavg()
@@ -306,8 +306,8 @@ def test_bench_training():
 
         if INVESTIGATE:
             # In-process variants run with one torch thread (as each Ray worker does), one change at a time.
-            from components.model import ServiceTimeNet
-            from components.train import LoopState, fit_loop, seed_everything
+            from components.learn.model import ServiceTimeNet
+            from components.learn.train import LoopState, fit_loop, seed_everything
 
             torch.set_num_threads(1)
             try:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.cluster import reachability
-from components.cluster.reachability import Network, Pod
+from components.render import reachability
+from components.render.reachability import Network, Pod
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def objects(upstream_root, tmp_path_factory) -> list[dict]:
     """The CLI's render, read back: the same code path the bootstrap runs on the node."""
     out = tmp_path_factory.mktemp("render") / "all.yaml"
-    proc = subprocess.run([sys.executable, "-m", "components.cli", "cluster", "render", "--upstream",
+    proc = subprocess.run([sys.executable, "-m", "components.cli.main", "cluster", "render", "--upstream",
                            str(upstream_root), "--out", str(out)], capture_output=True, text=True, cwd=REPO_ROOT, check=False)
     assert proc.returncode == 0, proc.stderr
     return [o for o in yaml.safe_load_all(out.read_text()) if o]

@@ -19,9 +19,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components.cluster import deploy, install, podspec, rayjob, reachability, upstream
-from components.cluster.reachability import Endpoint, Network, Pod
-from components.platform import platform
+from components.cluster import deploy, podspec, rayjob
+from components.core.platform import platform
+from components.render import install, reachability, upstream
+from components.render.reachability import Endpoint, Network, Pod
 from tests.infra.test_k8s import strict_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -429,7 +430,7 @@ def test_the_bootstraps_render_needs_only_pyyaml_and_pydantic_and_leaves_out_sam
     and applies everything but the samples."""
     blocker = ("import sys\nfor m in ('torch', 'ray', 'mlflow', 'kfp', 'pandas', 'kubernetes', 'numpy'):\n"
                "    sys.modules[m] = None\n"
-               "from components.cluster.install import main\n"
+               "from components.render.install import main\n"
                f"raise SystemExit(main(['--upstream', {str(upstream_root)!r}, '--no-samples', "
                f"'--out', {str(tmp_path / 'a.yaml')!r}]))\n")
     proc = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, cwd=REPO_ROOT)
@@ -510,7 +511,7 @@ def test_credentials_are_kept_with_the_state_and_restored_on_a_new_cluster(tmp_p
 
 
 def test_state_lives_on_named_volumes_under_the_state_folder_on_the_state_node(objects):
-    from components.cluster import state
+    from components.render import state
 
     p = platform()
     volumes = {o["metadata"]["name"]: o for o in objects if o["kind"] == "PersistentVolume"}
@@ -537,7 +538,7 @@ def test_state_lives_on_named_volumes_under_the_state_folder_on_the_state_node(o
 
 
 def test_state_folders_job_runs_first_and_gives_each_folder_to_its_pods_user(objects):
-    from components.cluster import state
+    from components.render import state
 
     job = find(objects, "Job", state.PREPARE_JOB)
     assert install.is_first(job)

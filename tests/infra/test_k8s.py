@@ -23,9 +23,10 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from components import monitoring
-from components.cluster import deploy, egress, podspec, rayjob, render, s3_users
-from components.platform import platform
+from components.cluster import deploy, podspec, rayjob, s3_users
+from components.core.platform import platform
+from components.render import cluster as render
+from components.render import egress, monitoring
 from components.serving import metric_names as m
 from tests.conftest import kuberay_crd_schema
 
@@ -712,8 +713,8 @@ def test_dockerfile_is_pinned_cpu_and_non_root():
 
 def test_committed_monitoring_files_equal_a_fresh_render():
     for name, text in monitoring.cluster_files().items():
-        path = monitoring.MONITORING_DIR / name
-        assert path.read_text() == text, f"{path} is stale: run python -m components.monitoring"
+        path = REPO_ROOT / monitoring.MONITORING / name
+        assert path.read_text() == text, f"{path} is stale: run python -m components.render.monitoring"
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess:

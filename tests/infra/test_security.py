@@ -2,7 +2,7 @@
 
 Egress: no pod reaches the cloud metadata service (its user-data is the node's) or
 a node address other than the API server's port, while every flow the platform
-needs stays open, with Kubernetes' NetworkPolicy semantics (components.cluster.reachability).
+needs stays open, with Kubernetes' NetworkPolicy semantics (components.render.reachability).
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ import re
 
 import pytest
 
-from components.cluster import deploy, egress, pod_security, podspec, render, s3_users
-from components.cluster.reachability import Endpoint, Network, Pod
-from components.platform import platform
+from components.cluster import deploy, podspec, s3_users
+from components.core.platform import platform
+from components.render import cluster as render
+from components.render import egress, pod_security
+from components.render.reachability import Endpoint, Network, Pod
 from tests.infra.test_install import (
     KFP_NS,
     KUBERAY_NS,

@@ -27,7 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 TF_DIR = ROOT / "terraform"
 TEMPLATE = TF_DIR / "cloud-init" / "node.yaml.tftpl"
-PLATFORM = yaml.safe_load((ROOT / "components" / "platform.yaml").read_text())
+PLATFORM = yaml.safe_load((ROOT / "components" / "core" / "platform.yaml").read_text())
 
 TF_FILES = sorted(TF_DIR.glob("*.tf"))
 STATE_DIR = TF_DIR / "state"
@@ -582,7 +582,7 @@ def test_bootstrap_command_reruns_the_handoff(hcl):
 
 def test_platform_facts_come_from_platform_yaml(hcl):
     platform = _locals(hcl)["platform"]
-    assert "yamldecode(file(" in platform and "components/platform.yaml" in platform
+    assert "yamldecode(file(" in platform and "components/core/platform.yaml" in platform
     sources = [*TF_FILES, TEMPLATE]
     text = "\n".join(p.read_text() for p in sources)
     facts = [str(p) for p in PLATFORM["ports"].values()]

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from components.cluster import upstream
+from components.render import upstream
 
 
 def _archive(top: str, files: dict[str, str]) -> bytes:

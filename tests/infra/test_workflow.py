@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.platform import platform
+from components.core.platform import platform
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / ".github" / "workflows" / "cluster.yml"

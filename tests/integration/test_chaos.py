@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from components.config import load_config
+from components.core.config import load_config
 from components.labs import chaos
 from tests.conftest import TINY
 

@@ -8,7 +8,7 @@ import pandas as pd
 
 
 def servicetime(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "components.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run([sys.executable, "-m", "components.cli.main", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
 def test_generate_then_validate_good_and_bad_batches(tmp_path):

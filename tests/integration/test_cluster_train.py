@@ -4,9 +4,8 @@ KubeRay's CRD in tests/infra/test_install.py), and its entry point (the same tra
 import pytest
 
 from components.cluster.train_job import load_result, rayjob_for, stage_inputs, train_entrypoint
-from components.features import FeatureTransform
-from components.steps.train import net_config
-from components.train import Arrays
+from components.learn.features import FeatureTransform
+from components.learn.train import Arrays, net_config
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -14,12 +13,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def features(tmp_path, tiny_weeks):
-    from components.steps.featurize import featurize
-
     import pandas as pd
 
-    from components.config import ValidationConfig
-    from components.validation import validate_batch
+    from components.core.config import ValidationConfig
+    from components.data.validation import validate_batch
+    from components.steps.featurize import featurize
 
     cfg = tiny_config(tmp_path / "ws", **{"train.num_workers": 1, "train.epochs": 2})
     clean = pd.concat([validate_batch(f, ValidationConfig(), batch=n).accepted_rows.assign(batch=n) for n, f in tiny_weeks])

@@ -5,13 +5,12 @@ import shlex
 
 import pytest
 
-from components.cli import main
+from components.cli.main import main
 from components.cluster.train_job import stage_inputs
 from components.cluster.tune_job import TRIALS_FILE, rayjob_for
-from components.features import FeatureTransform
-from components.steps.train import net_config
-from components.storage import Storage, join
-from components.train import Arrays
+from components.core.storage import Storage, join
+from components.learn.features import FeatureTransform
+from components.learn.train import Arrays, net_config
 from tests.integration.test_cluster_train import features  # noqa: F401 (the shared fixture)
 
 pytestmark = pytest.mark.slow

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from components import stack
+from components.devstack import stack
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "components" / "configs" / "tiny.yaml"
-CLI = [sys.executable, "-m", "components.cli", "--config", str(TINY)]
+CLI = [sys.executable, "-m", "components.cli.main", "--config", str(TINY)]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -102,7 +102,9 @@ def test_two_runs_started_together_keep_two_intact_records(tmp_path):
                          cwd=tmp_path, env=_env(), timeout=300)
     assert gen.returncode == 0, gen.stderr
     assert not (ws / "mlflow.db").exists()  # the MLflow store is created by the runs, together
-    runs = [subprocess.Popen([*CLI, "--workspace", str(ws), "run", "--epochs", "2", "--summary",
+    # In-process training: what two runs share is the workspace, its MLflow store and records, not Ray.
+    runs = [subprocess.Popen([*CLI, "--workspace", str(ws), "--set", "train.num_workers=0", "run", "--epochs", "2",
+                              "--summary",
                               str(tmp_path / f"summary-{i}.json")],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=_env())
             for i in range(2)]

@@ -27,8 +27,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def lab_workspace(tmp_path_factory) -> Path:
     """What notebooks 02, 04 and 05 leave in their workspace, through the same calls."""
-    from components import tracking
-    from components.s3server import free_port
+    from components.devstack.process import free_port
+    from components.learn import tracking
     from components.steps.evaluate import evaluate_step
     from components.steps.featurize import featurize
     from components.steps.ingest import generate_raw, ingest
@@ -54,7 +54,7 @@ def lab_workspace(tmp_path_factory) -> Path:
     port = free_port()
     log = ws / "model-server.log"
     server = subprocess.Popen(
-        [sys.executable, "-m", "components.cli", "--config", str(TINY), "--workspace", str(ws), "serve",
+        [sys.executable, "-m", "components.cli.main", "--config", str(TINY), "--workspace", str(ws), "serve",
          "--host", "127.0.0.1", "--port", str(port), "--reload-interval", "1"],
         stdout=log.open("w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         env={**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri(cfg)})
@@ -120,7 +120,7 @@ def test_a_lab_not_done_fails_with_a_readable_reason(lab_workspace, tmp_path):
 
 
 def test_cli_check_and_collect(lab_workspace, tmp_path, capsys):
-    from components.cli import main
+    from components.cli.main import main
 
     out = tmp_path / "receipts"
     base = ["--config", str(TINY), "--workspace", str(lab_workspace), "check"]

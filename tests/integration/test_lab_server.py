@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from components.s3server import free_port
+from components.devstack.process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 URL = re.compile(r"(http://127\.0\.0\.1:(\d+))/lab\?token=([0-9a-f]+)")

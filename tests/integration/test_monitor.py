@@ -6,16 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.datasets import DatasetStore
-from components.monitor import (
+from components.core.schema import ID, LABEL
+from components.core.storage import to_parquet_bytes
+from components.data.datasets import DatasetStore
+from components.serving.monitor import (
     join_labels,
     online_report,
     read_latest_report,
     run_monitor,
 )
-from components.schema import ID, LABEL
 from components.serving.predlog import PredictionLog, Served, read_log
-from components.simulator import to_parquet_bytes
 from tests.conftest import tiny_config
 from tests.serving.conftest import serve_app  # noqa: F401 (real servers on loopback, stopped after the test)
 
@@ -92,7 +92,7 @@ def test_monitor_run_writes_a_versioned_report_logs_mlflow_and_the_server_expose
     import httpx
     from mlflow import MlflowClient
 
-    from components import tracking
+    from components.learn import tracking
     from components.serving.settings import ServerSettings
     from tests.serving.conftest import metric_value
 
@@ -118,7 +118,7 @@ def test_monitor_run_writes_a_versioned_report_logs_mlflow_and_the_server_expose
 
 
 def test_monitor_cli(logged, capsys):
-    from components.cli import main
+    from components.cli.main import main
 
     cfg, both, *_ = logged
     assert main(["--workspace", cfg.workspace, "--config", "components/configs/tiny.yaml", "--set",

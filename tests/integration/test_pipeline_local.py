@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from components import tracking
-from components.datasets import DatasetStore
-from components.simulator import to_parquet_bytes
-from components.storage import Storage
+from components.core.storage import Storage, to_parquet_bytes
+from components.data.datasets import DatasetStore
+from components.learn import tracking
 from components.steps.ingest import generate_raw
 from pipelines.local import run_local
 from tests.conftest import tiny_config

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.cli import main
-from components.planning import PLAN_COLUMNS, load_window_calibration
-from components.schema import LABEL
+from components.cli.main import main
+from components.core.schema import LABEL
+from components.learn.planning import PLAN_COLUMNS, load_window_calibration
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +71,7 @@ def test_plan_of_next_week_without_labels(champion, tmp_path, capsys):
 def test_plan_on_labelled_weeks_states_its_coverage(champion, tmp_path):
     """Coverage of the stated 80 % on three later weeks. Tiny weeks are ~25 routes whose stops share a
     day's shock, so one week's coverage moves by several points; three weeks pooled must land near 80 %."""
-    from components.planning import plan_file, simulated_orders
+    from components.learn.planning import plan_file, simulated_orders
 
     cfg, _, _ = champion
     weeks = [simulated_orders(cfg.data, w, keep_labels=True) for w in (cfg.data.weeks, cfg.data.weeks + 1,
@@ -89,7 +89,7 @@ def test_plan_on_labelled_weeks_states_its_coverage(champion, tmp_path):
 def test_plan_pipeline_on_the_local_runner(champion, tmp_path):
     from kfp import local
 
-    from components.planning import plan_file, simulated_orders
+    from components.learn.planning import plan_file, simulated_orders
     from pipelines.plan_pipeline import servicetime_plan
 
     cfg, _, trained = champion

@@ -2,8 +2,8 @@
 
 import pytest
 
-from components import tracking
-from components.config import EvalConfig
+from components.core.config import EvalConfig
+from components.learn import tracking
 from components.steps.evaluate import evaluate_step
 from components.steps.register import promote_step
 from components.steps.train import train_step
@@ -14,10 +14,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Features once, then two candidates trained and registered."""
-    from tests.conftest import tiny_config
     from components.steps.featurize import featurize
     from components.steps.ingest import generate_raw, ingest
     from components.steps.validate import validate_dataset
+    from tests.conftest import tiny_config
 
     ws = tmp_path_factory.mktemp("registry")
     cfg = tiny_config(ws, **{"train.num_workers": 0})
@@ -71,7 +71,7 @@ def test_bless_reject_rollback(trained):
 
 def test_rollback_command(trained, capsys):
     cfg, ws, _, _ = trained
-    from components.cli import main
+    from components.cli.main import main
 
     assert main(["--workspace", cfg.workspace, "model", "rollback", "--to", "2"]) == 0
     assert "-> 2" in capsys.readouterr().out

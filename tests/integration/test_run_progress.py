@@ -18,15 +18,15 @@ from pipelines.progress import Progress
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "components" / "configs" / "tiny.yaml"
-CLI = [sys.executable, "-m", "components.cli", "--config", str(TINY)]
+CLI = [sys.executable, "-m", "components.cli.main", "--config", str(TINY)]
 
 SAMPLE = [
     "01:51:22.765 - INFO - Executing task \x1b[96m'ingest-op'\x1b[0m",
     '    "config_json": "{\\"workspace\\": ...}"',
     "01:51:23.580 - INFO - Task \x1b[96m'ingest-op'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m",
     "01:51:30.020 - INFO - Executing task \x1b[96m'train-op'\x1b[0m",
-    "    01:51:37 INFO    components.train: epoch 0  train_loss 0.6364  val_mae 91.4 s  (0.1 s)",
-    "    01:51:37 INFO    components.train: epoch 1  train_loss 0.5336  val_mae 87.1 s  (0.0 s)",
+    "    01:51:37 INFO    components.learn.train: epoch 0  train_loss 0.6364  val_mae 91.4 s  (0.1 s)",
+    "    01:51:37 INFO    components.learn.train: epoch 1  train_loss 0.5336  val_mae 87.1 s  (0.0 s)",
     "01:51:41.179 - INFO - Task \x1b[96m'train-op'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m",
     "01:51:41.181 - INFO - Executing task \x1b[96m'evaluate-op'\x1b[0m",
     "    ValueError: the test weeks hold no routes",
@@ -68,7 +68,7 @@ def test_a_tiny_run_prints_at_most_60_lines_and_keeps_the_rest_in_its_log(tmp_pa
 
     import httpx
 
-    from components.s3server import free_port
+    from components.devstack.process import free_port
 
     uri = json.loads((tmp_path / "ws" / "summary.json").read_text())["model"]["uri"]
     assert uri.startswith("models:/servicetime/")

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from components import tracking
-from components.loop import retrain_reason, simulate
+from components.flows.loop import retrain_reason, simulate
+from components.learn import tracking
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow

@@ -5,9 +5,8 @@ import os
 import pandas as pd
 import pytest
 
-from components.datasets import DatasetStore
-from components.simulator import to_parquet_bytes
-from components.storage import Storage, StorageError
+from components.core.storage import Storage, StorageError, to_parquet_bytes
+from components.data.datasets import DatasetStore
 
 pytestmark = pytest.mark.slow
 
@@ -68,8 +67,8 @@ def test_empty_landing_zone_is_filled_by_the_simulator_when_asked(s3_server, tin
 
 def test_a_second_server_ignores_the_callers_aws_credentials(s3_server, tmp_path):
     """The environment points at the fixture's server; a new server must still use its own keys."""
-    from components.s3server import start_s3_server
-    from components.storage import S3Settings
+    from components.core.storage import S3Settings
+    from components.devstack.s3server import start_s3_server
 
     assert os.environ["AWS_ACCESS_KEY_ID"] == s3_server.access_key
     other = start_s3_server(tmp_path / "other", access_key="servicetime", secret_key="a-different-secret", timeout=60)

@@ -10,19 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.config import TrainConfig
-from components.features import build_features
-from components.model import NetConfig
+from components.core.config import TrainConfig
+from components.data.validation import validate_batch
+from components.learn.features import build_features
+from components.learn.model import NetConfig
+from components.learn.train import CHECKPOINT_FILE, load_state, train_in_process, train_with_ray
 from components.steps.featurize import encode
-from components.train import CHECKPOINT_FILE, load_state, train_in_process, train_with_ray
-from components.validation import validate_batch
 
 
 @pytest.fixture(scope="module")
 def arrays(tmp_path_factory, tiny_weeks):
     import pandas as pd
 
-    from components.config import ValidationConfig
+    from components.core.config import ValidationConfig
 
     clean = pd.concat([validate_batch(f, ValidationConfig(), batch=n).accepted_rows.assign(batch=n) for n, f in tiny_weeks])
     splits, transform, _ = build_features(clean, 2, 2)
@@ -57,7 +57,7 @@ def test_ray_two_workers_with_s3_checkpoints(arrays, s3_server):
                             "s3://st-checkpoints/ray", "two-workers")
     assert result.num_workers == 2 and len(result.history) == 3
     assert result.extra["checkpoint_path"].startswith("st-checkpoints/ray/two-workers")
-    from components.storage import Storage
+    from components.core.storage import Storage
 
     assert any(p.endswith("state.pt") for p in Storage().list("s3://st-checkpoints/ray/two-workers"))
     reference = train_in_process(arrays["train"], arrays["val"], arrays["net"], cfg.model_copy(update={"num_workers": 0}))

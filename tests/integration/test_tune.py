@@ -7,8 +7,8 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
+from components.learn.tracking import setup
 from components.steps.train import train_step
-from components.tracking import setup
 from tests.conftest import tiny_config
 
 
@@ -22,7 +22,7 @@ def _ray_processes() -> list[str]:
 def test_tune_four_trials_child_runs_and_train_uses_the_best(tmp_path):
     import ray
 
-    from components.tune import tune_workspace
+    from components.flows.tune import tune_workspace
 
     ray_before = ray.is_initialized()
     cfg = tiny_config(tmp_path / "ws", **{"train.num_workers": 0})

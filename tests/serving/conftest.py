@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import uvicorn
 
-from components.config import Config
-from components.s3server import free_port
+from components.core.config import Config
+from components.devstack.process import free_port
 from components.serving.api import FIELD_NAMES
 from tests.conftest import tiny_config
 
@@ -40,7 +40,7 @@ class Trained:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> Trained:
     """Tiny data through the real steps: two trained versions, the first one champion (about 15 s)."""
-    from components import tracking
+    from components.learn import tracking
     from components.steps.featurize import featurize
     from components.steps.ingest import generate_raw, ingest
     from components.steps.register import promote_step
@@ -153,7 +153,7 @@ def prometheus(tmp_path):
     procs: list[subprocess.Popen] = []
 
     def start(targets: list[str]) -> str:
-        from components.stack import prometheus_config
+        from components.devstack.stack import prometheus_config
 
         port = free_port()
         config = tmp_path / "prometheus.yml"

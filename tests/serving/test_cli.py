@@ -11,8 +11,8 @@ import sys
 import httpx
 import pytest
 
-from components.s3server import free_port
-from components.serving import cli
+from components.cli import serve as cli
+from components.devstack.process import free_port
 from components.serving import metric_names as m
 from tests.serving.conftest import metric_value, wait_ready
 
@@ -39,7 +39,7 @@ def test_parsers_register_the_commands():
 
 
 def test_serve_defaults_to_the_champion(tmp_path):
-    from components.config import load_config
+    from components.core.config import load_config
     from components.serving.settings import settings_from_config
 
     cfg = load_config(None, {"workspace": str(tmp_path)})

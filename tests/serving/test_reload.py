@@ -7,7 +7,7 @@ import threading
 import httpx
 import pytest
 
-from components import tracking
+from components.learn import tracking
 from components.serving import metric_names as m
 from components.serving.settings import ServerSettings
 from tests.serving.conftest import metric_value, wait_for, wait_ready

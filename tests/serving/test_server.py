@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from components.bundle import Predictor
+from components.learn.bundle import Predictor
 from components.serving import metric_names as m
 from components.serving.api import FIELD_NAMES
 from components.serving.settings import ServerSettings
@@ -170,7 +170,7 @@ def test_fallback_when_the_model_cannot_load(serve_app, trained, tmp_path):
     body = r.json()
     assert body["model_version"] is None
     assert [p["source"] for p in body["predictions"]] == ["fallback"] * 3
-    from components.baseline import BusinessLogicModel
+    from components.core.baseline import BusinessLogicModel
 
     want, low, high = BusinessLogicModel().predict_interval(trained.test.iloc[:3])
     np.testing.assert_allclose([p["service_time_s"] for p in body["predictions"]], want)

@@ -9,7 +9,7 @@ import sys
 import httpx
 import pytest
 
-from components import stack
+from components.devstack import stack
 from components.serving import metric_names as m
 from tests.conftest import tiny_config
 from tests.serving.conftest import wait_for
@@ -51,7 +51,7 @@ def test_stack_up_status_down(tmp_path):
         # Each part answers: S3 with the platform's buckets, MLflow, the server (fallback: no champion yet).
         env = stack.stack_env(state)
         assert env["MLFLOW_TRACKING_URI"] == services["mlflow"]["url"]
-        from components.storage import S3Settings, Storage
+        from components.core.storage import S3Settings, Storage
 
         s3 = Storage(S3Settings(env["AWS_ENDPOINT_URL"], env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]))
         s3.write_bytes(f"{stack.data_root(state)}/probe.txt", b"ok")

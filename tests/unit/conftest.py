@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 import pytest
 
-from components.config import Config, load_config
+from components.core.config import Config, load_config
 from tests.conftest import TINY
 
 
@@ -24,8 +24,8 @@ class TinySplit:
 @pytest.fixture(scope="session")
 def tiny_split(tiny_weeks) -> TinySplit:
     """The tiny weeks, validated (faulty rows quarantined), with point-in-time history, split by week."""
-    from components.features import build_features
-    from components.validation import validate_batch
+    from components.data.validation import validate_batch
+    from components.learn.features import build_features
 
     cfg = load_config(TINY, {"train.num_workers": 0})
     frames = []
@@ -40,11 +40,10 @@ def tiny_split(tiny_weeks) -> TinySplit:
 @pytest.fixture(scope="session")
 def tiny_predictor(tiny_split, tmp_path_factory):
     """A model trained in-process on the tiny weeks (a few seconds), calibrated on their validation weeks."""
-    from components.bundle import Predictor, calibrate_bundle, save_bundle
-    from components.drift import build_reference
+    from components.data.drift import build_reference
+    from components.learn.bundle import Predictor, calibrate_bundle, save_bundle
+    from components.learn.train import net_config, train_in_process
     from components.steps.featurize import encode
-    from components.steps.train import net_config
-    from components.train import train_in_process
 
     s = tiny_split
     cfg = s.cfg.model_copy(update={"train": s.cfg.train.model_copy(update={"epochs": 6})})

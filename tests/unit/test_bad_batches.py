@@ -10,13 +10,12 @@ import os
 import pandas as pd
 import pytest
 
-from components.config import ValidationConfig
-from components.datasets import DatasetStore
-from components.simulator import to_parquet_bytes
+from components.core.config import ValidationConfig
+from components.core.storage import Storage, StorageError, to_parquet_bytes, write_atomic
+from components.data.datasets import DatasetStore
+from components.data.validation import validate_batch
 from components.steps.ingest import ingest
 from components.steps.validate import ValidationFailed, validate_dataset
-from components.storage import Storage, StorageError, write_atomic
-from components.validation import validate_batch
 from tests.conftest import tiny_config
 
 NOW = pd.Timestamp("2026-01-01", tz="UTC")

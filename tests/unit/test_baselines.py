@@ -6,16 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.baseline import BusinessLogicModel
-from components.baselines import (
+from components.core.baseline import BusinessLogicModel
+from components.core.schema import LABEL
+from components.evaluate.baselines import (
     CalibratedRules,
     HistoryMedian,
     fit_baselines,
     segment_key,
     strongest,
 )
-from components.evaluate import evaluate
-from components.schema import LABEL
+from components.evaluate.evaluation import evaluate
 
 
 class Shifted:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from components.model import NetConfig, ServiceTimeNet
-from components.train import Arrays, train_in_process
+from components.learn.model import NetConfig, ServiceTimeNet
+from components.learn.train import Arrays, train_in_process
 
 
 def _stops(split, n: int = 150) -> pd.DataFrame:
@@ -50,7 +50,7 @@ def test_driver_id_text_does_not_change_an_unseen_driver(tiny_split, tiny_predic
 
 def test_category_dropout_trains_the_unseen_row(tiny_split):
     """Without dropout no training row has index 0, so its embedding never moves from its initial value."""
-    from components.config import TrainConfig
+    from components.core.config import TrainConfig
 
     rng = np.random.default_rng(0)
     n = 2000

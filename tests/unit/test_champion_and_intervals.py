@@ -6,15 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.calibration import (
+from components.core.config import CalibrationConfig
+from components.evaluate.champion import paired_bootstrap
+from components.evaluate.fairness import group_metrics
+from components.learn.calibration import (
     Calibration,
     conformal_bounds,
     coverage,
     fit_calibration,
 )
-from components.champion import paired_bootstrap
-from components.config import CalibrationConfig
-from components.fairness import group_metrics
 
 
 def _routes(n_routes=200, stops=20):

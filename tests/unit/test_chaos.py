@@ -54,7 +54,7 @@ def test_an_outcome_without_checks_does_not_pass():
 
 
 def test_chaos_list_prints_the_table(capsys):
-    from components.cli import main
+    from components.cli.main import main
 
     assert main(["chaos", "list", "--markdown"]) == 0
     assert capsys.readouterr().out == chaos.render_table(markdown=True)

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from components.config import config_with, load_config
+from components.core.config import config_with, load_config
 
 
 def test_defaults_and_overrides():

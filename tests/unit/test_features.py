@@ -1,7 +1,13 @@
 import numpy as np
 import pandas as pd
 
-from components.features import FeatureTransform, add_point_in_time_history, apply_snapshot, history_snapshot, time_split
+from components.learn.features import (
+    FeatureTransform,
+    add_point_in_time_history,
+    apply_snapshot,
+    history_snapshot,
+    time_split,
+)
 
 
 def toy():

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.baseline import BusinessLogicModel
-from components.kpi import arrival_delays, route_kpi
+from components.core.baseline import BusinessLogicModel
+from components.evaluate.kpi import arrival_delays, route_kpi
 
 
 def test_route_kpi_on_a_hand_computed_route():

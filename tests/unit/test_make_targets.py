@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from components.cli import build_parser
+from components.cli.main import build_parser
 
 MAKEFILE = Path(__file__).resolve().parents[2] / "Makefile"
 

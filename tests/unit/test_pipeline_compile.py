@@ -2,8 +2,8 @@
 
 import yaml
 
-from components.config import load_config
-from components.platform import platform
+from components.core.config import load_config
+from components.core.platform import platform
 from pipelines.submit import cluster_config, compile_cluster_pipeline, compile_pipeline
 
 TASKS = {"ingest-op", "validate-op", "features-op", "tune-op", "train-op", "evaluate-op", "register-op", "deploy-op", "summary-op"}

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from components import planning as P
+from components.learn import planning as P
 
 
 def test_planned_offsets_add_earlier_service_and_drives_per_route():

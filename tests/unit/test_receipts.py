@@ -23,7 +23,7 @@ def test_the_cluster_lab_with_nothing_given_skips_everything_and_does_not_pass(t
 
 
 def test_an_unreachable_cluster_fails_with_a_reason(tmp_path):
-    from components.s3server import free_port
+    from components.devstack.process import free_port
 
     kubeconfig = tmp_path / "kubeconfig.yaml"
     kubeconfig.write_text(json.dumps({

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from components.cluster.train_job import RESULT, load_result, save_result
-from components.model import NetConfig, ServiceTimeNet
-from components.train import LoopState, TrainResult, load_state, save_state
+from components.learn.model import NetConfig, ServiceTimeNet
+from components.learn.train import LoopState, TrainResult, load_state, save_state
 
 REPO = Path(__file__).resolve().parents[2]
 

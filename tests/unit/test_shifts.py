@@ -7,10 +7,10 @@ import json
 import pandas as pd
 import pytest
 
-from components.config import ValidationConfig
-from components.drift import Reference, build_reference, shift_checks
-from components.schema import LABEL, TIMESTAMP
-from components.validation import validate_batch
+from components.core.config import ValidationConfig
+from components.core.schema import LABEL, TIMESTAMP
+from components.data.drift import Reference, build_reference, shift_checks
+from components.data.validation import validate_batch
 
 TRAIN_WEEKS = 8  # the tiny config's training weeks (12 - 2 validation - 2 test)
 

@@ -1,10 +1,17 @@
 import numpy as np
 import pandas as pd
 
-from components.config import DataConfig
-from components.schema import COLUMN_NAMES
-from components.simulator import (build_population, generate, generate_week, is_christmas_week, to_parquet_bytes,
-                                  true_service_time, week_start)
+from components.core.config import DataConfig
+from components.core.schema import COLUMN_NAMES
+from components.core.storage import to_parquet_bytes
+from components.data.simulator import (
+    build_population,
+    generate,
+    generate_week,
+    is_christmas_week,
+    true_service_time,
+    week_start,
+)
 
 SMALL = DataConfig(weeks=3, stops_per_week=400, n_customers=800, n_drivers=10)
 
@@ -65,7 +72,7 @@ def test_christmas_orders_are_larger_and_new_areas_open_and_urban_parking_drifts
 
 
 def test_planned_service_is_the_business_rule(tiny_weeks):
-    from components.baseline import BusinessLogicModel
+    from components.core.baseline import BusinessLogicModel
 
     _, week = tiny_weeks[1]
     assert np.allclose(week["planned_service_s"], BusinessLogicModel().predict(week))

@@ -9,8 +9,8 @@ import subprocess
 import sys
 import threading
 
-from components import stack
-from components.s3server import free_port
+from components.devstack import stack
+from components.devstack.process import free_port
 from tests.conftest import tiny_config
 
 

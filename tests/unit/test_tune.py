@@ -5,8 +5,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from components.config import load_config
-from components.tune import apply_tuned, best_path, defaults_point, load_tuned, to_settings
+from components.core.config import load_config
+from components.learn.tune import apply_tuned, best_path, defaults_point, load_tuned, to_settings
 
 
 def _write(cfg, settings, **extra):

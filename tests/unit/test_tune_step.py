@@ -2,9 +2,9 @@
 
 import json
 
-from components.config import config_with
+from components.core.config import config_with
+from components.learn.tune import defaults_point, to_settings
 from components.steps.tune import tune_step
-from components.tune import defaults_point, to_settings
 
 
 def test_tune_step_off_returns_no_settings_and_records_it(tmp_path):

@@ -14,8 +14,8 @@ import kfp_server_api as api
 import pytest
 import yaml
 
-from components.config import load_config
-from components.platform import platform
+from components.core.config import load_config
+from components.core.platform import platform
 from pipelines import submit
 from pipelines.run_uri import resolve
 
@@ -171,7 +171,7 @@ import kfp
 from tests.unit.test_upload import RecordingClient
 client = RecordingClient()
 kfp.Client = lambda host, namespace=None: client
-from components.cli import main
+from components.cli.main import main
 main(["submit", "--upload", "--host", "http://127.0.0.1:8081", "--version", "light"])
 main(["submit", "--upload", "--plan", "--host", "http://127.0.0.1:8081", "--version", "light"])
 print("CALLS", [c[0] for c in client.calls])

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.config import ValidationConfig
-from components.drift import build_reference
-from components.validation import REASON, validate_batch
+from components.core.config import ValidationConfig
+from components.data.drift import build_reference
+from components.data.validation import REASON, validate_batch
 
 CFG = ValidationConfig()
 NOW = pd.Timestamp("2026-01-01", tz="UTC")

@@ -1,7 +1,7 @@
 """The verdict logic on constructed metric sets: every rule can fail, and says why."""
 
-from components.config import EvalConfig
-from components.evaluate import decide
+from components.core.config import EvalConfig
+from components.evaluate.evaluation import decide
 
 CFG = EvalConfig(min_improvement_vs_baseline=0.2, max_slice_regression=0.1, min_slice_rows=50)
 

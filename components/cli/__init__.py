@@ -1,0 +1,1 @@
+"""The `servicetime` command line: one module per command group."""

@@ -1,0 +1,1 @@
+"""Data: the simulator, versioned datasets, validation, drift and shift checks."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics against baselines, slices, the verdict, the route KPI, the report."""

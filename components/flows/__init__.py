@@ -1,0 +1,1 @@
+"""Flows that chain steps outside a pipeline: the continual loop."""

@@ -1,0 +1,1 @@
+"""Learning: features, the network, training, the model bundle, calibration, search, the registry, planning."""

@@ -1,0 +1,361 @@
+"""Training: one epoch loop, run in-process or on Ray Train workers (PyTorch DDP, gloo).
+
+``fit_loop`` holds the whole training logic (epochs, early stopping, best
+state, resume). The in-process path calls it directly; the Ray path calls it
+inside ``TorchTrainer`` workers with a model wrapped by ``prepare_model`` and a
+loader from ``prepare_data_loader``, checkpointing every epoch to a local or
+``s3://`` storage path so that a killed worker resumes from the last epoch.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from components.core.config import Config, TrainConfig
+from components.learn.model import (
+    NetConfig,
+    ServiceTimeNet,
+    drop_categories,
+    huber_loss,
+    predict_seconds,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Arrays:
+    """Encoded features and labels for one split."""
+
+    cats: np.ndarray
+    nums: np.ndarray
+    y: np.ndarray
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, cats=self.cats, nums=self.nums, y=self.y)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Arrays:
+        with np.load(io.BytesIO(data)) as z:
+            return cls(z["cats"], z["nums"], z["y"])
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class TrainResult:
+    state_dict: dict[str, torch.Tensor]
+    net: NetConfig
+    history: list[dict[str, float]]
+    best_epoch: int
+    seconds: float
+    samples_seen: int
+    num_workers: int
+    resumed_from_epoch: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples_seen / self.seconds if self.seconds else 0.0
+
+    @property
+    def best_val_mae(self) -> float:
+        return min(h["val_mae_s"] for h in self.history)
+
+
+@dataclass
+class LoopState:
+    """Everything a checkpoint holds: enough to resume exactly where training stopped."""
+
+    epoch: int = 0  # next epoch to run
+    model: dict | None = None
+    optimizer: dict | None = None
+    best_state: dict | None = None
+    best_val: float = float("inf")
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    samples_seen: int = 0
+    resumed: int | None = None  # the epoch a restart resumed at (None: never restarted)
+
+
+def save_state(state: LoopState, path: Path) -> None:
+    """A checkpoint as plain containers of tensors and numbers: loadable with ``weights_only=True``."""
+    torch.save(asdict(state), path)
+
+
+def load_state(path: Path) -> LoopState:
+    """The inverse of ``save_state``; never unpickles arbitrary objects (a checkpoint may come from S3)."""
+    return LoopState(**torch.load(path, weights_only=True))
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def fit_loop(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    val: Arrays,
+    cfg: TrainConfig,
+    state: LoopState,
+    on_epoch: Callable[[LoopState, dict[str, float]], None],
+    should_stop: Callable[[bool], bool] = lambda stop: stop,
+    set_epoch: Callable[[int], None] = lambda epoch: None,
+) -> LoopState:
+    """Train until ``cfg.epochs`` or early stopping; ``on_epoch`` checkpoints/reports."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if state.model is not None:
+        _unwrap(model).load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+    for epoch in range(state.epoch, cfg.epochs):
+        set_epoch(epoch)
+        model.train()
+        started, total, n = time.perf_counter(), 0.0, 0
+        for cats, nums, y in loader:
+            optimizer.zero_grad(set_to_none=True)
+            loss = huber_loss(model(drop_categories(cats, cfg.category_dropout), nums), y, cfg.huber_delta_s)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(y)
+            n += len(y)
+        pred = predict_seconds(_unwrap(model), val.cats, val.nums).numpy()
+        val_mae = float(np.mean(np.abs(pred - val.y)))
+        metrics = {"epoch": epoch, "train_loss": total / max(n, 1), "val_mae_s": val_mae,
+                   "epoch_seconds": time.perf_counter() - started, "samples": n}
+        state.samples_seen += n
+        state.history.append(metrics)
+        if val_mae < state.best_val:
+            state.best_val, state.best_epoch, state.bad_epochs = val_mae, epoch, 0
+            state.best_state = {k: v.detach().clone() for k, v in _unwrap(model).state_dict().items()}
+        else:
+            state.bad_epochs += 1
+        state.epoch = epoch + 1
+        state.model = _unwrap(model).state_dict()
+        state.optimizer = optimizer.state_dict()
+        on_epoch(state, metrics)
+        if should_stop(state.bad_epochs >= cfg.patience):
+            log.info("early stopping after epoch %d (best %d)", epoch, state.best_epoch)
+            break
+    return state
+
+
+class ShuffledBatches(Dataset):
+    """A dataset whose items are whole mini-batches: index i is the i-th slice of a permutation.
+
+    Indexing one sample at a time and collating cost about half of every epoch;
+    slicing a batch at once costs a few percent. The permutation is redrawn each
+    epoch (``reshuffle``); a DataLoader with ``batch_size=None`` shuffles the batch
+    order, and on Ray ``prepare_data_loader``'s DistributedSampler hands each rank
+    its own batches.
+    """
+
+    def __init__(self, a: Arrays, batch_size: int, seed: int):
+        self.cats = torch.as_tensor(a.cats)
+        self.nums = torch.as_tensor(a.nums)
+        self.y = torch.as_tensor(a.y, dtype=torch.float32)
+        self.batch_size, self.seed = batch_size, seed
+        self.reshuffle(0)
+
+    def reshuffle(self, epoch: int) -> None:
+        self.order = torch.randperm(len(self.y), generator=torch.Generator().manual_seed(self.seed + epoch))
+
+    def __len__(self) -> int:
+        return (len(self.y) + self.batch_size - 1) // self.batch_size
+
+    def __getitem__(self, i: int):
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        return self.cats[idx], self.nums[idx], self.y[idx]
+
+
+def _progress(metrics: dict[str, float]) -> None:
+    log.info("epoch %d  train_loss %.4f  val_mae %.1f s  (%.1f s)", metrics["epoch"], metrics["train_loss"],
+             metrics["val_mae_s"], metrics["epoch_seconds"])
+
+
+def train_in_process(train: Arrays, val: Arrays, net: NetConfig, cfg: TrainConfig) -> TrainResult:
+    """The ``num_workers=0`` path: same loop, no Ray, no DDP."""
+    seed_everything(cfg.seed)
+    model = ServiceTimeNet(net)
+    batches = ShuffledBatches(train, cfg.batch_size, cfg.seed)
+    loader = DataLoader(batches, batch_size=None, shuffle=True, generator=torch.Generator().manual_seed(cfg.seed))
+    # One thread per worker, as on Ray: two threads on two shared cores are no faster and far
+    # less steady when anything else runs.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    started = time.perf_counter()
+    try:
+        state = fit_loop(model, loader, val, cfg, LoopState(), lambda s, m: _progress(m), set_epoch=batches.reshuffle)
+    finally:
+        torch.set_num_threads(threads)
+    return TrainResult(state.best_state, net, state.history, state.best_epoch, time.perf_counter() - started,
+                       state.samples_seen, 0)
+
+
+# --- Ray Train V2 ---------------------------------------------------------------------------
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def _ray_worker(config: dict) -> None:
+    """Runs on every Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+
+    from components.core.storage import Storage
+
+    torch.set_num_threads(1)  # workers share the machine's cores; avoid oversubscription
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # our own per-epoch line is enough
+    cfg = TrainConfig.model_validate(config["train"])
+    net = NetConfig.from_dict(config["net"])
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    if config.get("pid_dir"):
+        Path(config["pid_dir"], f"rank{rank}.pid").write_text(str(os.getpid()))
+    storage = Storage()
+    train = Arrays.from_bytes(storage.read_bytes(config["train_uri"]))
+    val = Arrays.from_bytes(storage.read_bytes(config["val_uri"]))
+
+    seed_everything(cfg.seed)
+    model = ray.train.torch.prepare_model(ServiceTimeNet(net))
+    batches = ShuffledBatches(train, cfg.batch_size, cfg.seed)
+    loader = ray.train.torch.prepare_data_loader(DataLoader(batches, batch_size=None, shuffle=True))
+    state = LoopState()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = load_state(Path(d) / CHECKPOINT_FILE)
+        state.history = [*state.history]
+        if rank == 0:
+            log.warning("resuming from checkpoint after epoch %d", state.epoch - 1)
+        if state.resumed is None:
+            state.resumed = state.epoch
+
+    def on_epoch(s: LoopState, metrics: dict[str, float]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0:
+                save_state(s, Path(tmp) / CHECKPOINT_FILE)
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report({**metrics, "best_val_mae_s": s.best_val}, checkpoint=ckpt)
+        if config.get("slow_epoch_s"):
+            time.sleep(config["slow_epoch_s"])  # lets a failure test hit the run between epochs
+
+    def should_stop(stop: bool) -> bool:
+        # Every rank must leave the loop at the same epoch, or DDP would hang.
+        flag = torch.tensor([1.0 if stop else 0.0])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def set_epoch(epoch: int) -> None:
+        batches.reshuffle(epoch)
+        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)  # the DistributedSampler: which batches this rank gets
+
+    fit_loop(model, loader, val, cfg, state, on_epoch, should_stop, set_epoch)
+
+
+def _storage_for(uri: str):
+    """(storage_path, pyarrow filesystem or None) for Ray's RunConfig."""
+    if not uri.startswith("s3://"):
+        from components.core.storage import local_path
+
+        path = local_path(uri).resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path), None
+    import pyarrow.fs as pafs
+
+    from components.core.storage import s3_settings_from_env
+
+    s = s3_settings_from_env()
+    scheme, _, host = s.endpoint_url.partition("://")
+    fs = pafs.S3FileSystem(access_key=s.access_key, secret_key=s.secret_key, endpoint_override=host,
+                           scheme=scheme, region=s.region, allow_bucket_creation=True)
+    return uri[len("s3://"):].rstrip("/"), fs
+
+
+def ensure_ray(num_cpus: float) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()  # inside a RayJob: attach to the cluster that KubeRay started
+        return
+    # The dashboard also serves Ray's state API, which Ray Train's placement-group cleaner polls.
+    # Everything on loopback: local Ray has no authentication, so nothing of it may listen outside.
+    ray.init(num_cpus=max(int(np.ceil(num_cpus)), os.cpu_count() or 1), include_dashboard=True,
+             dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False)
+
+
+def train_with_ray(train_uri: str, val_uri: str, net: NetConfig, cfg: TrainConfig, checkpoint_uri: str,
+                   run_name: str, pid_dir: str | None = None, slow_epoch_s: float = 0.0) -> TrainResult:
+    """Distributed data-parallel training with Ray Train V2's TorchTrainer."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    started = time.perf_counter()
+    ensure_ray(cfg.num_workers * cfg.cpus_per_worker)
+    ray_ready = time.perf_counter()
+    storage_path, fs = _storage_for(checkpoint_uri)
+    trainer = TorchTrainer(
+        _ray_worker,
+        train_loop_config={"train": cfg.model_dump(), "net": net.to_dict(), "train_uri": train_uri,
+                           "val_uri": val_uri, "pid_dir": pid_dir, "slow_epoch_s": slow_epoch_s},
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                               resources_per_worker={"CPU": cfg.cpus_per_worker}),
+        torch_config=ray.train.torch.TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            storage_filesystem=fs,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise RuntimeError(f"Ray training failed: {result.error}")
+    with result.checkpoint.as_directory() as d:
+        state = load_state(Path(d) / CHECKPOINT_FILE)
+    elapsed = time.perf_counter() - started
+    first_epoch_times = [h["epoch_seconds"] for h in state.history]
+    # Each rank counts its own shard; the DistributedSampler gives every rank the same number of rows.
+    return TrainResult(
+        state.best_state, net, state.history, state.best_epoch, elapsed, state.samples_seen * cfg.num_workers, cfg.num_workers,
+        extra={"ray_init_s": ray_ready - started, "epoch_seconds_sum": float(sum(first_epoch_times)),
+               "checkpoint_path": result.checkpoint.path},
+    )
+
+
+def net_config(cfg: Config, transform, train: Arrays) -> NetConfig:
+    """The network for a feature transform and its training arrays (embedding sizes, inputs, the mean as the
+    output bias, the monotone inputs by position)."""
+    import pandas as pd
+
+    from components.core.schema import FEATURES
+
+    monotone = tuple(transform.numeric.index(f) for f in FEATURES.monotone if f in transform.numeric)
+    return NetConfig(transform.cardinalities, len(transform.numeric), cfg.train.embedding_dim, tuple(cfg.train.hidden),
+                     cfg.train.dropout, float(pd.Series(train.y).mean()), monotone)

@@ -1,0 +1,1 @@
+"""Build-time renderers: the cluster install, its manifests, monitoring rules and dashboards."""
