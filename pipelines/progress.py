@@ -14,7 +14,7 @@ from typing import Callable
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 TASK_START = re.compile(r"Executing task '([\w-]+)'")
 TASK_END = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
-EPOCH = re.compile(r"components\.train: epoch (\d+)\b.*?val_mae ([\d.]+) s")
+EPOCH = re.compile(r"components\.learn\.train: epoch (\d+)\b.*?val_mae ([\d.]+) s")
 # KFP task names -> the step record each writes (pipelines/ops.py -> components/steps).
 STEPS = {"ingest-op": "ingest", "validate-op": "validate", "features-op": "features", "tune-op": "tune",
          "train-op": "train",
