@@ -3,6 +3,7 @@ and nothing left running when the run is killed."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,8 +12,12 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
+from components.core.config import load_config
+from components.devstack.process import free_port
+from components.learn import tracking
 from pipelines import local
 from pipelines.progress import Progress
 
@@ -62,16 +67,29 @@ def test_a_tiny_run_prints_at_most_60_lines_and_keeps_the_rest_in_its_log(tmp_pa
     log = next((tmp_path / "ws" / "logs").glob("run-*.log")).read_text()
     assert "Executing task" in log and '"config_json"' in log
 
+    # What the run did, from the summary it wrote (this is the suite's one end-to-end run of the
+    # pipeline on KFP's local runner; Ray's multi-worker training is covered in test_training).
+    summary = json.loads((tmp_path / "ws" / "summary.json").read_text())
+    assert summary["steps_completed"] == ["ingest", "validate", "features", "train", "evaluate", "register", "deploy"]
+    assert summary["rows"]["in"] == summary["rows"]["accepted"] + summary["rows"]["quarantined"]
+    assert summary["metrics"]["candidate"]["mae"] < summary["metrics"]["baseline"]["mae"]
+    assert summary["metrics"]["champion"] is None  # the first run has no champion to beat
+    assert summary["verdict"]["blessed"] is True
+    assert summary["route_kpi"]["candidate"]["delay_std_s"] < summary["route_kpi"]["baseline"]["delay_std_s"]
+    art = summary["artifacts"]
+    assert (Path(art["model_bundle"]) / "model.pt").exists()
+    assert "BLESSED" in Path(art["evaluation_report"]).read_text()
+    assert Path(art["features"], "train.npz").exists()
+    markdown = list(Path(art["kfp_outputs"]).rglob("evaluate-op/report"))
+    assert markdown and "data:image/png;base64," in markdown[0].read_text()  # self-contained for the KFP UI
+    cfg = load_config(TINY, {"workspace": str(tmp_path / "ws")})
+    tracking.setup(cfg)
+    assert summary["model"]["version"] == tracking.alias_version(cfg, tracking.CHAMPION) == "1"
+
     # The model URI the summary prints is one that serves (MLflow 3 keeps a model under its own
     # logged-model id, so a runs:/ URI would not resolve).
-    import json
-
-    import httpx
-
-    from components.devstack.process import free_port
-
-    uri = json.loads((tmp_path / "ws" / "summary.json").read_text())["model"]["uri"]
-    assert uri.startswith("models:/servicetime/")
+    uri = summary["model"]["uri"]
+    assert uri == f"models:/servicetime/{summary['model']['version']}"
     port = free_port()
     server = subprocess.Popen([*CLI, "--workspace", str(tmp_path / "ws"), "serve", "--model-uri", uri, "--port",
                                str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
