@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
+from components.render import cluster as render
 from components.render import reachability
 from components.render.reachability import Network, Pod
 
@@ -22,7 +22,7 @@ def objects(upstream_root, tmp_path_factory) -> list[dict]:
     proc = subprocess.run([sys.executable, "-m", "components.cli.main", "cluster", "render", "--upstream",
                            str(upstream_root), "--out", str(out)], capture_output=True, text=True, cwd=REPO_ROOT, check=False)
     assert proc.returncode == 0, proc.stderr
-    return [o for o in yaml.safe_load_all(out.read_text()) if o]
+    return render.load_all(out.read_text())
 
 
 @pytest.fixture(scope="session")

@@ -17,10 +17,10 @@ from pathlib import Path
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 
 from components.cluster import deploy, podspec, rayjob
 from components.core.platform import platform
+from components.render import cluster as render
 from components.render import install, reachability, upstream
 from components.render.reachability import Endpoint, Network, Pod
 from tests.infra.test_k8s import strict_schema
@@ -435,7 +435,7 @@ def test_the_bootstraps_render_needs_only_pyyaml_and_pydantic_and_leaves_out_sam
                f"'--out', {str(tmp_path / 'a.yaml')!r}]))\n")
     proc = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    applied = [o for o in yaml.safe_load_all((tmp_path / "a.yaml").read_text()) if o]
+    applied = render.load_all((tmp_path / "a.yaml").read_text())
     key = lambda o: (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])  # noqa: E731
     assert sorted(map(key, applied)) == sorted(key(o) for o in objects if not install.is_sample(o))
     assert any(install.is_sample(o) for o in objects) and not any(install.is_sample(o) for o in applied)
