@@ -201,7 +201,7 @@ class ServerState:
                     raise ValueError(f"model returned shape {seconds.shape} for {n} stops")
             except Exception:
                 seconds, reason = None, mx.FALLBACK_MODEL_ERROR
-                self._log_scoring_error()
+                self._log_error("the model failed to score a request; answered from the fallback")
         if seconds is None:
             seconds, low, high = self._fallback(model, cols)
             from_model = np.zeros(n, dtype=bool)
@@ -214,8 +214,19 @@ class ServerState:
                 subset = {k: (v[rows] if isinstance(v, np.ndarray) else [v[i] for i in rows]) for k, v in cols.items()}
                 seconds[rows], low[rows], high[rows] = self._fallback(model, subset)
                 m.fallback_by_reason[mx.FALLBACK_NON_FINITE].inc(bad)
-        m.inference_latency.observe(time.perf_counter() - started)
-        n_model = int(from_model.sum())
+        try:
+            self._record(cols, seconds, low, high, from_model, model, time.perf_counter() - started)
+        except Exception:  # the answer is made: bookkeeping never turns it into a 500
+            m.monitoring_errors.inc()
+            self._log_error("recording a served request failed (metrics, drift or prediction log); answered anyway")
+        return seconds, from_model, model.version if model is not None else None, low, high, cols[ID]
+
+    def _record(self, cols: dict, seconds: np.ndarray, low: np.ndarray, high: np.ndarray, from_model: np.ndarray,
+                model: LoadedModel | None, scoring_s: float) -> None:
+        """Metrics, the drift window and the prediction log for one answered request."""
+        m = self.metrics
+        m.inference_latency.observe(scoring_s)
+        n, n_model = len(seconds), int(from_model.sum())
         if n_model:
             m.from_model.inc(n_model)
         if n_model < n:
@@ -226,22 +237,24 @@ class ServerState:
         self.refresh_drift()
         if self.prediction_log is not None:  # one queue put: the writer thread does the rest
             self.prediction_log.submit(Served(cols, seconds, low, high, from_model, model, time.time()))
-        return seconds, from_model, model.version if model is not None else None, low, high, cols[ID]
 
     def _fallback(self, model: LoadedModel | None, cols: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The rules' plan and interval: calibrated by the loaded bundle if it has one, else the rules' defaults."""
         frame = columns_to_frame(cols)
         cal = model.predictor.rules_calibration if model is not None else None
-        if cal is None:
-            return self.fallback.predict_interval(frame)
-        seconds = self.fallback.predict(frame)
-        return (seconds, *cal.interval(seconds, cal.segments_of(cols)))
+        if cal is not None:
+            try:
+                seconds = self.fallback.predict(frame)
+                return (seconds, *cal.interval(seconds, cal.segments_of(cols)))
+            except Exception:  # the last line of defence must not fail: the rules' own interval
+                self._log_error("the bundle's calibrated fallback failed; answered with the plain rules")
+        return self.fallback.predict_interval(frame)
 
-    def _log_scoring_error(self) -> None:
+    def _log_error(self, message: str) -> None:
         now = time.monotonic()
         if now - self._last_error_log > 10.0:  # one traceback per 10 s, not one per request
             self._last_error_log = now
-            log.exception("the model failed to score a request; answered from the fallback")
+            log.exception(message)
 
 
 def render_predictions(seconds: np.ndarray, from_model: np.ndarray, version: str | None,

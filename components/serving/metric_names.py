@@ -16,6 +16,7 @@ FALLBACKS = f"{PREFIX}_fallbacks"  # labels: reason
 MODEL_RELOADS = f"{PREFIX}_model_reloads"  # labels: result (ok | error)
 PREDICTION_LOG_ROWS = f"{PREFIX}_prediction_log_rows"  # rows written to the prediction log
 PREDICTION_LOG_DROPPED = f"{PREFIX}_prediction_log_dropped_rows"  # rows dropped (writer queue full)
+MONITORING_ERRORS = f"{PREFIX}_monitoring_errors"  # bookkeeping that failed after an answer was made
 
 # Histograms (exposed as _bucket, _sum, _count).
 REQUEST_LATENCY = f"{PREFIX}_request_duration_seconds"  # labels: endpoint

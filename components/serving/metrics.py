@@ -146,6 +146,9 @@ class ServerMetrics:
                                    registry=r)
         self.log_dropped = Counter(m.PREDICTION_LOG_DROPPED,
                                    "Served predictions dropped before the log (writer queue full).", registry=r)
+        self.monitoring_errors = Counter(
+            m.MONITORING_ERRORS, "Requests whose drift, metric or prediction-log bookkeeping failed (answered anyway).",
+            registry=r)
         online = {"registry": r, "multiprocess_mode": recent}
         self.online = {
             key: Gauge(name, text, [m.LABEL_SLICE], **online) for key, name, text in (

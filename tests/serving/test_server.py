@@ -216,6 +216,36 @@ def test_scoring_errors_and_non_finite_outputs_fall_back(serve_app, trained):
     assert metric_value(text, f"{m.FALLBACKS}_total", reason="non_finite") == 2
 
 
+def test_failing_bookkeeping_or_calibration_never_fails_an_answer(serve_app, trained):
+    """Drift, metrics and the prediction log come after the answer: their failure is counted, not a 500;
+    a calibrated fallback that fails answers with the plain rules."""
+    server = serve_app(ServerSettings(model_path=str(trained.bundle)))
+    wait_ready(server.url)
+    state, model = server.state, server.state.holder.current
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated bookkeeping failure")
+
+    original_add, original_scorer = state.drift.add, model.scorer
+    calibration = model.predictor.rules_calibration
+    assert calibration is not None
+    try:
+        state.drift.add = boom
+        r = httpx.post(f"{server.url}/predict", json={"stops": trained.stops(2)})
+        assert r.status_code == 200 and {p["source"] for p in r.json()["predictions"]} == {"model"}
+        model.scorer = NonFinite()  # stops 0 and 2 need the fallback, whose calibration now fails too
+        calibration.interval = boom  # an instance attribute shadows the method for this test
+        r = httpx.post(f"{server.url}/predict", json={"stops": trained.stops(3)})
+        assert r.status_code == 200, r.text
+        assert [p["source"] for p in r.json()["predictions"]] == ["fallback", "model", "fallback"]
+        assert all(p["low_s"] <= p["service_time_s"] <= p["high_s"] for p in r.json()["predictions"])
+    finally:
+        state.drift.add, model.scorer = original_add, original_scorer
+        vars(calibration).pop("interval", None)
+    text = httpx.get(f"{server.url}/metrics").text
+    assert metric_value(text, f"{m.MONITORING_ERRORS}_total") == 2
+
+
 def test_metrics_exposition(client, trained):
     client.post("/predict", json={"stops": trained.stops(4)})
     client.post("/predict", json={"stops": []})
