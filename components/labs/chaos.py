@@ -37,6 +37,7 @@ from components.devstack.process import pids_with_env
 
 TOKEN_ENV = "SERVICETIME_CHAOS_TOKEN"  # not the pipeline's run token: a run inside a scenario stops only its own
 OUTCOME_FILE = "outcome.json"
+OUTCOMES_FILE = "chaos-outcomes.json"  # a lab folder's scenarios, read by the lab's receipt
 LEFTOVER_GRACE_S = 20.0  # Ray's processes take a while to go after ray.shutdown()
 S3_FAIL_WITHIN_S = 90.0
 # Leaked into a scenario, these would point it at the user's own MLflow or S3 instead of its workspace.
@@ -619,6 +620,16 @@ def render_table(markdown: bool = False) -> str:
     for s in SCENARIOS:
         out.append(f"{s.name}: breaks {s.breaks}; expected: {s.expected}")
     return "\n".join(out) + "\n"
+
+
+def save_outcomes(outcomes: list[Outcome], folder: str | Path) -> Path:
+    """Write the scenarios' outcomes (every check with its evidence) to ``folder/OUTCOMES_FILE``, atomically."""
+    path = Path(folder) / OUTCOMES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"scenarios": [o.to_dict() for o in outcomes]}, indent=1))
+    tmp.replace(path)
+    return path
 
 
 def render_outcome(outcome: Outcome) -> str:

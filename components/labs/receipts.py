@@ -409,6 +409,25 @@ def check_data_that_changes(ctx: Context) -> None:
                "no promotion recorded")
 
 
+def check_how_ml_breaks(ctx: Context) -> None:
+    from components.labs import chaos
+
+    saved = ctx.read_json(ctx.workspace / chaos.OUTCOMES_FILE)
+    scenarios = (saved or {}).get("scenarios") or []
+    if not ctx.expect("scenarios run", f"at least one scenario's outcome in {chaos.OUTCOMES_FILE}", len(scenarios),
+                      bool(scenarios), "no scenario has run: run the scenario cells, then the summary cell"):
+        return
+    known = {s.name: s for s in chaos.SCENARIOS}
+    for outcome in scenarios:
+        name = outcome.get("scenario", "?")
+        checks = outcome.get("checks") or []
+        failed = [c for c in checks if not c.get("passed")]
+        expected = known[name].expected if name in known else "a known scenario"
+        ctx.expect(f"scenario {name}", expected, f"{len(checks) - len(failed)} of {len(checks)} checks held",
+                   name in known and bool(checks) and not failed,
+                   "; ".join(f"{c.get('what')}: {c.get('evidence', '')}"[:200] for c in failed) or "no checks recorded")
+
+
 def check_chameleon(ctx: Context) -> None:
     _rayjob(ctx)
     if ctx.options.tracking_uri:
@@ -441,6 +460,7 @@ LABS: dict[str, Lab] = {lab.key: lab for lab in (
     Lab("05", "05_serving.ipynb", check_serving),
     Lab("06", "06_data_that_changes.ipynb", check_data_that_changes),
     Lab("07", "07_chameleon.ipynb", check_chameleon, local=False),
+    Lab("08", "08_how_ml_breaks.ipynb", check_how_ml_breaks),
 )}
 
 

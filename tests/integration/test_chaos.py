@@ -36,8 +36,15 @@ def _holds(outcome: chaos.Outcome, *expected_checks: str) -> None:
 
 @pytest.mark.slow
 def test_feed_bug_is_rejected_and_its_rows_kept(tmp_path):
-    _holds(_run("feed-bug", tmp_path), "the run stops at validation", "every row of the bad week is kept in quarantine",
+    outcome = _run("feed-bug", tmp_path)
+    _holds(outcome, "the run stops at validation", "every row of the bad week is kept in quarantine",
            "the other weeks are accepted")
+    # Notebook 8's receipt on this real outcome, as its last cells make it.
+    from components.labs.receipts import check_lab
+
+    chaos.save_outcomes([outcome], tmp_path / "lab")
+    receipt = check_lab("08", tmp_path / "lab", student="s")
+    assert receipt["passed"], receipt["items"]
 
 
 @pytest.mark.slow

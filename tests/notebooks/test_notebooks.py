@@ -54,7 +54,7 @@ def test_every_notebook_is_listed():
     assert on_disk == sorted([*LOCAL, CLUSTER, *OTHERS])
 
 
-@pytest.mark.parametrize("name", [*LOCAL, CLUSTER])
+@pytest.mark.parametrize("name", [*LOCAL, CLUSTER, *OTHERS])
 def test_ends_with_its_receipt(name):
     """Each lab produces its receipt (servicetime check) instead of a screenshot; 07 before the tear-down."""
     from components.labs.receipts import LABS, lab_key

@@ -37,6 +37,24 @@ def test_an_unreachable_cluster_fails_with_a_reason(tmp_path):
     assert not receipt["passed"]
 
 
+def test_the_chaos_lab_passes_only_when_every_scenario_it_ran_held(tmp_path):
+    from components.labs import chaos
+
+    empty = receipts.check_lab("08", tmp_path, student="s")
+    assert not empty["passed"] and "no scenario has run" in empty["items"][0]["reason"]
+    held = chaos.Outcome("feed-bug", "x", [chaos.Check("the run stops at validation", True, "exit 1")], 12.0)
+    broke = chaos.Outcome("s3-gone", "x", [chaos.Check("its error names S3", False, "said: timeout")], 30.0)
+    chaos.save_outcomes([held], tmp_path)
+    ok = receipts.check_lab("08", tmp_path, student="s")
+    assert ok["passed"] and [i["name"] for i in ok["items"]] == ["scenarios run", "scenario feed-bug"]
+    assert str(tmp_path / chaos.OUTCOMES_FILE) in ok["files_sha256"]
+    chaos.save_outcomes([held, broke], tmp_path)
+    failed = receipts.check_lab("08", tmp_path, student="s")
+    item = next(i for i in failed["items"] if i["name"] == "scenario s3-gone")
+    assert not failed["passed"] and item["result"] == receipts.FAIL and "said: timeout" in item["reason"]
+    assert item["found"] == "0 of 1 checks held"
+
+
 def _receipt(student: str, lab: str, passed: bool, at: str) -> dict:
     item = {"name": "x", "expected": "e", "found": "f", "result": "pass" if passed else "fail",
             "reason": "" if passed else "not done"}
@@ -54,7 +72,7 @@ def test_collect_keeps_each_students_newest_receipt_per_lab(tmp_path):
     assert {s: {k: r["passed"] for k, r in labs.items()} for s, labs in table.items()} == \
         {"ana": {"02": True}, "ben": {"01": False}}
     text = receipts.render_collected(table)
-    assert "## ana: 1 of 7 labs pass" in text and "| 01 01_quickstart.ipynb | FAIL | 0/1/0 | x: not done |" in text
+    assert f"## ana: 1 of {len(receipts.LABS)} labs pass" in text and "| 01 01_quickstart.ipynb | FAIL | 0/1/0 | x: not done |" in text
 
 
 def test_the_student_comes_from_the_flag_then_the_environment(monkeypatch):
