@@ -214,16 +214,20 @@ class ServerState:
                 subset = {k: (v[rows] if isinstance(v, np.ndarray) else [v[i] for i in rows]) for k, v in cols.items()}
                 seconds[rows], low[rows], high[rows] = self._fallback(model, subset)
                 m.fallback_by_reason[mx.FALLBACK_NON_FINITE].inc(bad)
+        # The answer is made: bookkeeping never turns it into a 500, and a failing metric or drift
+        # update does not cost the prediction log its rows (each is guarded on its own).
         try:
-            self._record(cols, seconds, low, high, from_model, model, time.perf_counter() - started)
-        except Exception:  # the answer is made: bookkeeping never turns it into a 500
-            m.monitoring_errors.inc()
-            self._log_error("recording a served request failed (metrics, drift or prediction log); answered anyway")
+            self._record(cols, seconds, from_model, time.perf_counter() - started)
+        except Exception:
+            self._bookkeeping_failed()
+        try:
+            self._log_served(cols, seconds, low, high, from_model, model)
+        except Exception:
+            self._bookkeeping_failed()
         return seconds, from_model, model.version if model is not None else None, low, high, cols[ID]
 
-    def _record(self, cols: dict, seconds: np.ndarray, low: np.ndarray, high: np.ndarray, from_model: np.ndarray,
-                model: LoadedModel | None, scoring_s: float) -> None:
-        """Metrics, the drift window and the prediction log for one answered request."""
+    def _record(self, cols: dict, seconds: np.ndarray, from_model: np.ndarray, scoring_s: float) -> None:
+        """Metrics and the drift window for one answered request."""
         m = self.metrics
         m.inference_latency.observe(scoring_s)
         n, n_model = len(seconds), int(from_model.sum())
@@ -235,6 +239,9 @@ class ServerState:
         m.batch_size.observe(n)
         self.drift.add(cols)
         self.refresh_drift()
+
+    def _log_served(self, cols: dict, seconds: np.ndarray, low: np.ndarray, high: np.ndarray, from_model: np.ndarray,
+                    model: LoadedModel | None) -> None:
         if self.prediction_log is not None:  # one queue put: the writer thread does the rest
             self.prediction_log.submit(Served(cols, seconds, low, high, from_model, model, time.time()))
 
@@ -249,6 +256,10 @@ class ServerState:
             except Exception:  # the last line of defence must not fail: the rules' own interval
                 self._log_error("the bundle's calibrated fallback failed; answered with the plain rules")
         return self.fallback.predict_interval(frame)
+
+    def _bookkeeping_failed(self) -> None:
+        self.metrics.monitoring_errors.inc()
+        self._log_error("recording a served request failed (metrics, drift or prediction log); answered anyway")
 
     def _log_error(self, message: str) -> None:
         now = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -229,10 +230,14 @@ def test_failing_bookkeeping_or_calibration_never_fails_an_answer(serve_app, tra
     original_add, original_scorer = state.drift.add, model.scorer
     calibration = model.predictor.rules_calibration
     assert calibration is not None
+    logged = []
     try:
         state.drift.add = boom
+        state.prediction_log = SimpleNamespace(submit=logged.append)  # the log still gets the rows
         r = httpx.post(f"{server.url}/predict", json={"stops": trained.stops(2)})
         assert r.status_code == 200 and {p["source"] for p in r.json()["predictions"]} == {"model"}
+        assert len(logged) == 1 and len(logged[0].seconds) == 2
+        state.prediction_log = SimpleNamespace(submit=boom)
         model.scorer = NonFinite()  # stops 0 and 2 need the fallback, whose calibration now fails too
         calibration.interval = boom  # an instance attribute shadows the method for this test
         r = httpx.post(f"{server.url}/predict", json={"stops": trained.stops(3)})
@@ -240,10 +245,10 @@ def test_failing_bookkeeping_or_calibration_never_fails_an_answer(serve_app, tra
         assert [p["source"] for p in r.json()["predictions"]] == ["fallback", "model", "fallback"]
         assert all(p["low_s"] <= p["service_time_s"] <= p["high_s"] for p in r.json()["predictions"])
     finally:
-        state.drift.add, model.scorer = original_add, original_scorer
+        state.drift.add, model.scorer, state.prediction_log = original_add, original_scorer, None
         vars(calibration).pop("interval", None)
     text = httpx.get(f"{server.url}/metrics").text
-    assert metric_value(text, f"{m.MONITORING_ERRORS}_total") == 2
+    assert metric_value(text, f"{m.MONITORING_ERRORS}_total") == 3  # drift twice, the log once
 
 
 def test_metrics_exposition(client, trained):
