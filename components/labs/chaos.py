@@ -624,12 +624,18 @@ def render_table(markdown: bool = False) -> str:
 
 def save_outcomes(outcomes: list[Outcome], folder: str | Path) -> Path:
     """Write the scenarios' outcomes (every check with its evidence) to ``folder/OUTCOMES_FILE``, atomically."""
+    from components.core.storage import write_atomic  # here, not at the top: `chaos list` stays free of pandas
+
     path = Path(folder) / OUTCOMES_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"scenarios": [o.to_dict() for o in outcomes]}, indent=1))
-    tmp.replace(path)
+    write_atomic(path, json.dumps({"scenarios": [o.to_dict() for o in outcomes]}, indent=1).encode())
     return path
+
+
+def load_outcomes(path: str | Path) -> list[Outcome]:
+    """The outcomes ``save_outcomes`` wrote (an empty list for a file without any)."""
+    saved = json.loads(Path(path).read_text())
+    return [Outcome(o["scenario"], o["expected"], [Check(**c) for c in o["checks"]], o["seconds"], o.get("workspace"))
+            for o in saved.get("scenarios", [])]
 
 
 def render_outcome(outcome: Outcome) -> str:

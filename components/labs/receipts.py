@@ -412,20 +412,21 @@ def check_data_that_changes(ctx: Context) -> None:
 def check_how_ml_breaks(ctx: Context) -> None:
     from components.labs import chaos
 
-    saved = ctx.read_json(ctx.workspace / chaos.OUTCOMES_FILE)
-    scenarios = (saved or {}).get("scenarios") or []
-    if not ctx.expect("scenarios run", f"at least one scenario's outcome in {chaos.OUTCOMES_FILE}", len(scenarios),
-                      bool(scenarios), "no scenario has run: run the scenario cells, then the summary cell"):
+    path = ctx.workspace / chaos.OUTCOMES_FILE
+    try:
+        outcomes = chaos.load_outcomes(path) if ctx.hash(path) else []
+    except (ValueError, KeyError, TypeError):  # not JSON, or not the outcomes' shape
+        outcomes = []
+    if not ctx.expect("scenarios run", f"at least one scenario's outcome in {chaos.OUTCOMES_FILE}", len(outcomes),
+                      bool(outcomes), "no scenario has run: run the scenario cells, then the summary cell"):
         return
-    known = {s.name: s for s in chaos.SCENARIOS}
-    for outcome in scenarios:
-        name = outcome.get("scenario", "?")
-        checks = outcome.get("checks") or []
-        failed = [c for c in checks if not c.get("passed")]
-        expected = known[name].expected if name in known else "a known scenario"
-        ctx.expect(f"scenario {name}", expected, f"{len(checks) - len(failed)} of {len(checks)} checks held",
-                   name in known and bool(checks) and not failed,
-                   "; ".join(f"{c.get('what')}: {c.get('evidence', '')}"[:200] for c in failed) or "no checks recorded")
+    known = {s.name: s.expected for s in chaos.SCENARIOS}
+    for outcome in outcomes:
+        failed = [c for c in outcome.checks if not c.passed]
+        ctx.expect(f"scenario {outcome.scenario}", known.get(outcome.scenario, "a known scenario"),
+                   f"{len(outcome.checks) - len(failed)} of {len(outcome.checks)} checks held",
+                   outcome.scenario in known and outcome.passed,
+                   "; ".join(f"{c.what}: {c.evidence}"[:200] for c in failed) or "no checks recorded")
 
 
 def check_chameleon(ctx: Context) -> None:

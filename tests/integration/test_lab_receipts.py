@@ -137,7 +137,8 @@ def test_cli_check_and_collect(lab_workspace, tmp_path, capsys):
     table = tmp_path / "section.md"
     assert main(["check", "collect", str(out), "--out", str(table)]) == 0
     text = table.read_text()
-    assert f"## ana: 2 of {len(receipts.LABS)} labs pass" in text and f"## ben: 0 of {len(receipts.LABS)} labs pass" in text
+    labs = len(receipts.LABS)
+    assert f"## ana: 2 of {labs} labs pass" in text and f"## ben: 0 of {labs} labs pass" in text
     assert "| 06 06_data_that_changes.ipynb | FAIL |" in text and "| 01 01_quickstart.ipynb | no receipt |" in text
     grid = json.loads(table.with_suffix(".json").read_text())
     assert grid == {"ana": {"02": True, "04": True, "06": False}, "ben": {"02": False}}
