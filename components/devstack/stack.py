@@ -27,7 +27,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -35,12 +34,20 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
 from components.core.config import Config
 from components.core.platform import platform
 from components.core.storage import write_atomic
+from components.devstack.services import (
+    StackError,
+    alive,
+    healthy,
+    spawn,
+    start_ticks,
+    stop_service,
+    wait_healthy,
+)
 
 STATE_FILE = "state.json"
 STATE_VERSION = 1
@@ -52,9 +59,6 @@ SECRET_MODE = 0o600
 # the pipeline's step sees within seconds instead of a long retry loop behind each request.
 SERVER_S3_BUDGET = {"AWS_MAX_ATTEMPTS": "2", "AWS_RETRY_MODE": "standard"}
 
-
-class StackError(RuntimeError):
-    """The stack could not start (the message names the service and its log)."""
 
 
 @dataclass(frozen=True)
@@ -86,140 +90,6 @@ def stack_dir(cfg: Config) -> Path:
 def state_path(cfg: Config) -> Path:
     return stack_dir(cfg) / STATE_FILE
 
-
-# --- processes -----------------------------------------------------------------------
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The process start time in clock ticks since boot (Linux), None when unknown or gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return False
-
-
-def _leader(service: dict) -> str:
-    """"running", "gone" (exited, or a zombie), or "reused" (the pid now belongs to another process)."""
-    pid = service.get("pid")
-    if not pid:
-        return "gone"
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return "gone"
-    except PermissionError:
-        return "reused"
-    if _zombie(pid):
-        return "gone"
-    recorded, now = service.get("start_ticks"), _start_ticks(pid)
-    return "reused" if recorded is not None and now is not None and recorded != now else "running"
-
-
-def alive(service: dict) -> bool:
-    """True while the recorded process runs (same pid and the same start time)."""
-    return _leader(service) == "running"
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
-def _group_alive(pgid: int) -> bool:
-    """Any live (non-zombie) process left in the group."""
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    proc = Path("/proc")
-    if not proc.exists():
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parts = entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(parts[2]) == pgid and parts[0] != "Z":
-            return True
-    return False
-
-
-def stop_service(service: dict, timeout_s: float = 10.0) -> str:
-    """SIGTERM the service's process group, wait, then SIGKILL what is left. Returns what happened."""
-    pid = service.get("pid")
-    if not pid:
-        return "not started"
-    if _leader(service) == "reused":
-        return f"not running (pid {pid} now belongs to another process: left alone)"
-    _reap(pid)
-    if not _group_alive(pid):
-        return "not running"
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return "not running"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not _group_alive(pid):
-            return "stopped"
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    for _ in range(50):
-        _reap(pid)
-        if not _group_alive(pid):
-            break
-        time.sleep(0.1)
-    return "killed after SIGTERM timeout"
-
-
-def _spawn(cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                cwd=cwd, start_new_session=True)
-
-
-def _tail(path: str | Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _healthy(url: str, accept_any: bool = False) -> bool:
-    try:
-        r = httpx.get(url, timeout=2.0)
-    except httpx.HTTPError:
-        return False
-    return r.status_code < 500 if accept_any else r.status_code == 200
-
-
-def _wait(name: str, service: dict, proc: subprocess.Popen | None, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise StackError(f"{name} exited with {proc.returncode}; log {service['log']}:\n{_tail(service['log'])}")
-        if _healthy(service["health"], service.get("health_any_status", False)):
-            return
-        time.sleep(0.5)
-    raise StackError(f"{name} not healthy at {service['health']} after {timeout_s:.0f} s; log {service['log']}:\n"
-                     f"{_tail(service['log'])}")
 
 
 # --- state -------------------------------------------------------------------------------
@@ -298,7 +168,7 @@ def _create_buckets(endpoint_url: str, access_key: str, secret_key: str, buckets
 
 
 def _record(proc: subprocess.Popen, **info: Any) -> dict:
-    return {"pid": proc.pid, "start_ticks": _start_ticks(proc.pid), **info}
+    return {"pid": proc.pid, "start_ticks": start_ticks(proc.pid), **info}
 
 
 def up(cfg: Config, ports: StackPorts | None = None, timeout_s: float = 180.0,
@@ -371,11 +241,11 @@ def _up_all(cfg: Config, state: dict, ports: StackPorts, root: Path, logs: Path,
            "--port", str(ports.mlflow), "--workers", "1"]
     log = logs / "mlflow.log"
     # No server-side job runner (a pool of huey consumers): nothing here submits MLflow jobs.
-    proc = _spawn(cmd, log, {**base_env, **s3_env, **SERVER_S3_BUDGET, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+    proc = spawn(cmd, log, {**base_env, **s3_env, **SERVER_S3_BUDGET, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
                   root)
     services["mlflow"] = _record(proc, port=ports.mlflow, url=mlflow_url, health=f"{mlflow_url}/health", log=str(log))
     _write_state(cfg, state)
-    _wait("mlflow", services["mlflow"], proc, timeout_s)
+    wait_healthy("mlflow", services["mlflow"], proc, timeout_s)
 
     # The model server, following the champion alias on that MLflow.
     server_url = f"http://127.0.0.1:{ports.model_server}"
@@ -389,11 +259,11 @@ def _up_all(cfg: Config, state: dict, ports: StackPorts, root: Path, logs: Path,
     if reload_interval_s:
         cmd += ["--reload-interval", str(reload_interval_s)]
     log = logs / "model-server.log"
-    proc = _spawn(cmd, log, {**base_env, **s3_env, "MLFLOW_TRACKING_URI": mlflow_url}, root)
+    proc = spawn(cmd, log, {**base_env, **s3_env, "MLFLOW_TRACKING_URI": mlflow_url}, root)
     services["model_server"] = _record(proc, port=ports.model_server, url=server_url, health=f"{server_url}/healthz",
                                        ready=f"{server_url}/readyz", log=str(log))
     _write_state(cfg, state)
-    _wait("model server", services["model_server"], proc, timeout_s)
+    wait_healthy("model server", services["model_server"], proc, timeout_s)
 
     # Prometheus, with the rendered config and alert rules.
     prom_dir = root / "prometheus"
@@ -408,11 +278,11 @@ def _up_all(cfg: Config, state: dict, ports: StackPorts, root: Path, logs: Path,
     cmd = [binary, f"--config.file={config}", f"--storage.tsdb.path={prom_dir / 'data'}",
            f"--web.listen-address=127.0.0.1:{ports.prometheus}", "--web.enable-lifecycle"]
     log = logs / "prometheus.log"
-    proc = _spawn(cmd, log, base_env, prom_dir)
+    proc = spawn(cmd, log, base_env, prom_dir)
     services["prometheus"] = _record(proc, port=ports.prometheus, url=prom_url, health=f"{prom_url}/-/ready",
                                      config=str(config), log=str(log))
     _write_state(cfg, state)
-    _wait("prometheus", services["prometheus"], proc, timeout_s)
+    wait_healthy("prometheus", services["prometheus"], proc, timeout_s)
 
 
 # weed can ignore SIGTERM for a long while: give it a short grace, then SIGKILL.
@@ -450,12 +320,12 @@ def status(cfg: Config) -> dict:
         service = state["services"].get(name)
         if not service:
             continue
-        healthy = _healthy(service["health"], service.get("health_any_status", False))
+        ok = healthy(service["health"], service.get("health_any_status", False))
         launcher = alive(service)
-        entry = {"pid": service["pid"], "running": healthy or launcher, "launcher_alive": launcher, "url": service["url"],
-                 "healthy": healthy, "log": service["log"]}
-        if "ready" in service and healthy:
-            entry["ready"] = _healthy(service["ready"])
+        entry = {"pid": service["pid"], "running": ok or launcher, "launcher_alive": launcher, "url": service["url"],
+                 "healthy": ok, "log": service["log"]}
+        if "ready" in service and ok:
+            entry["ready"] = healthy(service["ready"])
         report["services"][name] = entry
     return report
 

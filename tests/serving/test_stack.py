@@ -9,6 +9,7 @@ import sys
 import httpx
 import pytest
 
+from components.devstack import services as service_procs
 from components.devstack import stack
 from components.serving import metric_names as m
 from tests.conftest import tiny_config
@@ -28,7 +29,7 @@ def _gone(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    return stack._zombie(pid)
+    return service_procs.zombie(pid)
 
 
 def test_stack_up_status_down(tmp_path):
@@ -83,6 +84,6 @@ def test_stack_up_status_down(tmp_path):
     assert down.returncode == 0, down.stderr
     pids = [s["pid"] for s in state["services"].values()]
     wait_for(lambda: all(_gone(p) for p in pids), 20, 0.2, "every stack process to exit")
-    assert not any(stack._group_alive(p) for p in pids)  # whole process groups, not only the leaders
+    assert not any(service_procs.group_alive(p) for p in pids)  # whole process groups, not only the leaders
     status = _cli(ws, "status")
     assert status.returncode == 1 and "stopped" in status.stdout

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 
+from components.devstack import services as service_procs
 from components.devstack import stack
 from components.devstack.process import free_port
 from tests.conftest import tiny_config
@@ -36,7 +37,7 @@ def test_status_reads_health_not_the_launcher_pid(tmp_path):
     try:
         state = {"services": {
             "mlflow": {"pid": dead.pid, "start_ticks": None, "url": url, "health": f"{url}/health", "log": "-"},
-            "prometheus": {"pid": alive.pid, "start_ticks": stack._start_ticks(alive.pid), "url": silent,
+            "prometheus": {"pid": alive.pid, "start_ticks": service_procs.start_ticks(alive.pid), "url": silent,
                            "health": f"{silent}/-/ready", "log": "-"}}}
         stack.state_path(cfg).parent.mkdir(parents=True)
         stack.state_path(cfg).write_text(json.dumps(state))
