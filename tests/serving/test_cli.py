@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from components.cli import serve as cli
+from components.cli import stack as stack_cli
 from components.devstack.process import free_port
 from components.serving import metric_names as m
 from tests.serving.conftest import metric_value, wait_ready
@@ -23,8 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace")
     p.add_argument("--set", action="append")
     sub = p.add_subparsers(dest="command", required=True)
-    cli.add_serve_parser(sub)
-    cli.add_stack_parser(sub)
+    cli.add_parser(sub)
+    stack_cli.add_parser(sub)
     return p
 
 
@@ -33,7 +34,7 @@ def test_parsers_register_the_commands():
     args = p.parse_args(["serve", "--port", "9999", "--model-uri", "models:/x@champion", "--workers", "2",
                          "--reload-interval", "5"])
     assert args.func is cli.cmd_serve and args.port == 9999 and args.workers == 2 and args.reload_interval == 5
-    for action, func in (("up", cli.cmd_stack_up), ("down", cli.cmd_stack_down), ("status", cli.cmd_stack_status)):
+    for action, func in (("up", stack_cli.cmd_stack_up), ("down", stack_cli.cmd_stack_down), ("status", stack_cli.cmd_stack_status)):
         assert p.parse_args(["stack", action]).func is func
     assert p.parse_args(["stack", "up", "--free-ports"]).free_ports
 

@@ -1,0 +1,127 @@
+"""``servicetime data generate|validate|orders`` and ``servicetime plan``: the data and the batch plan."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from components.cli.options import config_from_args as _config
+from components.cli.options import data_root as _data_root
+
+log = logging.getLogger("servicetime")
+
+
+def cmd_data_generate(args: argparse.Namespace) -> int:
+    from components.steps.ingest import generate_raw
+
+    extra = {k: v for k, v in {"data.weeks": args.weeks, "data.seed": args.seed}.items() if v is not None}
+    cfg = _config(args, extra)
+    out = args.out or _data_root(cfg, args)
+    started = time.perf_counter()
+    names = generate_raw(cfg.data, out)
+    log.info("generated %d weekly batches (seed %d) under %s/raw in %.1f s", len(names), cfg.data.seed, out,
+             time.perf_counter() - started)
+    return 0
+
+
+def cmd_data_validate(args: argparse.Namespace) -> int:
+    from components.core.storage import Storage, to_parquet_bytes
+    from components.data.drift import Reference, build_reference
+    from components.data.validation import render_markdown, validate_batch
+
+    cfg = _config(args)
+    storage = Storage()
+    try:
+        frame = storage.read_parquet(args.batch)
+    except Exception as exc:
+        print(json.dumps({"accepted": False, "errors": [f"cannot read batch: {exc}"]}))
+        return 2
+    reference = None
+    if args.reference:
+        if args.reference.endswith(".json"):
+            reference = Reference.from_dict(storage.read_json(args.reference))
+        else:
+            reference = build_reference(storage.read_parquet(args.reference))
+    name = Path(args.batch).name.removesuffix(".parquet")
+    result = validate_batch(frame, cfg.validation, reference, batch=name)
+    report = result.report()
+    quarantine = args.quarantine or str(Path(args.report or args.batch).with_suffix("")) + ".quarantine.parquet"
+    if len(result.quarantined_rows):
+        storage.write_bytes(quarantine, to_parquet_bytes(result.quarantined_rows))
+        report["quarantine_uri"] = quarantine
+    text = json.dumps(report, indent=2)
+    if args.report:
+        storage.write_text(args.report, text + "\n")
+        storage.write_text(str(Path(args.report).with_suffix(".md")), render_markdown([report]))
+    print(text)
+    return 0 if result.accepted else 1
+
+
+def cmd_data_orders(args: argparse.Namespace) -> int:
+    from components.core.storage import Storage
+    from components.data.datasets import DatasetStore
+    from components.learn.planning import simulated_orders
+
+    cfg = _config(args)
+    week = args.week
+    if week is None:  # the week after the data (or after the simulated year when there is none yet)
+        week = len(DatasetStore(_data_root(cfg, args)).raw_batches()) or cfg.data.weeks
+    orders = simulated_orders(cfg.data, week, keep_labels=args.with_labels)
+    Storage().write_parquet(args.out, orders)
+    print(f"week {week}: {len(orders):,} planned stops on {orders['route_id'].nunique():,} routes -> {args.out}"
+          + (" (with labels, to measure coverage)" if args.with_labels else ""))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from components.learn.planning import plan_file
+
+    cfg = _config(args)
+    s = plan_file(cfg, args.orders, args.out, model_uri=args.model_uri, calibration_uri=args.calibration)
+    print(f"planned {s['stops']:,} stops on {s['routes']:,} routes with model v{s['model_version']} -> {s['out']}")
+    line = f"  arrival windows at {s['level']:.0%} (calibration: {s['window_calibration']})"
+    if s["window_coverage"]:
+        c = s["window_coverage"]
+        line += (f"; on these stops' real arrivals (after each route's start): coverage {c['coverage']:.1%}, early {c['early_share']:.1%}, "
+                 f"late {c['late_share']:.1%}, mean width {c['mean_width_s'] / 60:.0f} min")
+    print(line)
+    if args.summary:
+        from components.core.storage import Storage
+
+        Storage().write_json(args.summary, s)
+    return 0
+
+
+
+def add_parser(sub) -> None:
+    data = sub.add_parser("data", help="generate and validate data").add_subparsers(dest="data_command", required=True)
+    g = data.add_parser("generate", help="simulate weekly delivery batches")
+    g.add_argument("--weeks", type=int)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--out", help="root URI (local path or s3://bucket/prefix); batches land in <out>/raw")
+    g.set_defaults(func=cmd_data_generate)
+    v = data.add_parser("validate", help="validate one batch; exit 1 when rejected")
+    v.add_argument("batch", help="Parquet batch URI")
+    v.add_argument("--reference", help="reference stats (.json) or a reference batch (.parquet)")
+    v.add_argument("--report", help="where to write the JSON report (a .md summary goes beside it)")
+    v.add_argument("--quarantine", help="where to write quarantined rows (Parquet)")
+    v.set_defaults(func=cmd_data_validate)
+
+    o = data.add_parser("orders", help="simulate next week's planned stops (the input of `plan`)")
+    o.add_argument("--out", required=True, help="Parquet URI to write")
+    o.add_argument("--week", type=int, help="week index (default: the week after the data under --data-root)")
+    o.add_argument("--data-root", help="dataset root URI (default: <workspace>/data)")
+    o.add_argument("--with-labels", action="store_true", help="keep the real service times, to measure coverage")
+    o.set_defaults(func=cmd_data_orders)
+
+    pl = sub.add_parser("plan", help="score planned stops in batch: service times, intervals, arrival windows")
+    pl.add_argument("--orders", required=True, help="Parquet of planned stops: planning columns plus delivery_id")
+    pl.add_argument("--out", required=True, help="Parquet URI for the plan (one row per stop, in route order)")
+    pl.add_argument("--model-uri", help="a model URI or bundle path (default: the registry's champion)")
+    pl.add_argument("--calibration", help="labelled held-out weeks (Parquet) to fit the windows on "
+                                          "(default: the calibration saved with the model)")
+    pl.add_argument("--summary", help="also write the summary as JSON here")
+    pl.set_defaults(func=cmd_plan)
