@@ -124,7 +124,7 @@ class RayServePredictor:
         if self.scorer is None:
             return answer(self.predictor, (await request.json())["stops"])
         from components.serving.api import to_columns
-        from components.serving.app import render_predictions
+        from components.serving.http import render_predictions
 
         stops = self.request_model.model_validate_json(await request.body()).stops
         cols = to_columns(stops)

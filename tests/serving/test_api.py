@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from components.core.schema import COLUMNS, ID, PLANNING_COLUMNS
 from components.learn.bundle import Predictor
 from components.serving.api import FIELD_NAMES, Stop, request_model, to_columns
-from components.serving.app import render_predictions, validation_error
+from components.serving.http import render_predictions, validation_error
 from components.serving.scorer import CompiledTransform, Scorer, columns_to_frame, reference_predict, verify
 
 
