@@ -20,7 +20,8 @@ from components.core.config import Config, config_from_json
 from components.core.platform import platform
 from components.core.storage import Storage, join
 from components.learn.model import NetConfig
-from components.learn.train import TrainResult, train_with_ray
+from components.learn.ray_train import train_with_ray
+from components.learn.train import TrainResult
 
 log = logging.getLogger(__name__)
 RESULT = "result.pt"  # the weights only (a state dict), loaded with weights_only=True

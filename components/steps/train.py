@@ -17,7 +17,8 @@ from components.learn import tracking
 from components.learn.bundle import calibrate_bundle, save_bundle
 from components.learn.features import TRAIN, VAL, VAL_FRAME, FeatureTransform
 from components.learn.planning import calibrate_windows
-from components.learn.train import Arrays, TrainResult, net_config, train_in_process, train_with_ray
+from components.learn.ray_train import train_with_ray
+from components.learn.train import Arrays, TrainResult, net_config, train_in_process
 from components.learn.tune import apply_tuned
 from components.steps import guarded, record
 

@@ -7,8 +7,8 @@ Same data (the default config's features, built once with the pipeline steps, se
 ``TrainConfig`` (6 epochs, patience high so every run does all 6), one process tree:
 
 * ``in-process``: ``components.learn.train.train_in_process`` (the ``num_workers=0`` path);
-* ``ray 1w`` / ``ray 2w``: ``components.learn.train.train_with_ray`` on a local Ray started once
-  by ``components.learn.train.ensure_ray`` (its time is reported as ``ray.init``).
+* ``ray 1w`` / ``ray 2w``: ``components.learn.ray_train.train_with_ray`` on a local Ray started once
+  by ``components.learn.ray_train.ensure_ray`` (its time is reported as ``ray.init``).
 
 Figures: throughput during the epochs (samples / sum of epoch seconds; an epoch's
 seconds include its validation pass), Ray's fixed overhead (total minus the sum of
@@ -80,7 +80,7 @@ def batch_loader(train, batch_size: int, seed: int, sampler=None):
 
 
 def _ray_worker_batched(config: dict) -> None:
-    """The library's Ray worker (components.learn.train._ray_worker) with a whole-batch loader, nothing else changed.
+    """The library's Ray worker (components.learn.ray_train._ray_worker) with a whole-batch loader, nothing else changed.
 
     Rank 0 also writes wall-clock marks (entry, ready to train, each epoch's end and report) to
     ``config["marks"]`` so the driver can split Ray's fixed overhead into its parts.
@@ -97,7 +97,8 @@ def _ray_worker_batched(config: dict) -> None:
     from components.core.config import TrainConfig
     from components.core.storage import Storage
     from components.learn.model import NetConfig, ServiceTimeNet
-    from components.learn.train import CHECKPOINT_FILE, Arrays, LoopState, fit_loop, seed_everything
+    from components.learn.ray_train import CHECKPOINT_FILE
+    from components.learn.train import Arrays, LoopState, fit_loop, seed_everything
 
     marks: dict = {"entry": time.time(), "epoch_end": [], "reported": []}
     torch.set_num_threads(1)
@@ -141,7 +142,8 @@ def fit_ray_batched(feats, net, cfg, storage_path: str, name: str) -> dict:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from components.learn.train import CHECKPOINT_FILE, load_state
+    from components.learn.ray_train import CHECKPOINT_FILE
+    from components.learn.train import load_state
 
     marks_file = Path(storage_path) / f"{name}-marks.json"
     started, fit_start = time.perf_counter(), time.time()
@@ -276,7 +278,8 @@ def _ray_row(result, name: str, batch: int) -> dict:
 def test_bench_training():
     import torch
 
-    from components.learn.train import ensure_ray, train_in_process, train_with_ray
+    from components.learn.ray_train import ensure_ray, train_with_ray
+    from components.learn.train import train_in_process
 
     wall = time.perf_counter()
     load_before = os.getloadavg()

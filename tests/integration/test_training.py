@@ -14,7 +14,8 @@ from components.core.config import TrainConfig
 from components.data.validation import validate_batch
 from components.learn.features import build_features
 from components.learn.model import NetConfig
-from components.learn.train import CHECKPOINT_FILE, load_state, train_in_process, train_with_ray
+from components.learn.ray_train import CHECKPOINT_FILE, train_with_ray
+from components.learn.train import load_state, train_in_process
 from components.steps.featurize import encode
 
 
