@@ -174,7 +174,8 @@ def plan_op(config_json: str, orders_uri: str, out_uri: str, model_uri: str, cal
 
     from components.core.config import config_with
     from components.core.storage import Storage
-    from components.learn.planning import plan_file, render_plan_summary
+    from components.learn.plan_view import render_plan_summary
+    from components.learn.planning import plan_file
 
     summary = plan_file(config_with(config_json), orders_uri, out_uri, model_uri=model_uri or None,
                         calibration_uri=calibration_uri or None)

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 
 from components.learn import planning as P
+from components.learn.plan_view import plot_route
 
 
 def test_planned_offsets_add_earlier_service_and_drives_per_route():
@@ -39,7 +40,7 @@ def test_plot_route_draws_each_stop_and_marks_arrivals_outside_the_window():
                          "planned_arrival": minutes([0, 10, 20]), "window_start": minutes([0, 5, 12]),
                          "window_end": minutes([0, 15, 30])})
     actual = pd.DataFrame({"delivery_id": ["a", "b", "c"], "delivered_at": minutes([0, 11, 45])})
-    fig = P.plot_route(plan, "r", actual)
+    fig = plot_route(plan, "r", actual)
     ax = fig.axes[0]
     assert len(ax.patches) == 3  # a window bar per stop
     lines = {line.get_label(): line for line in ax.lines}
