@@ -82,3 +82,15 @@ def test_the_checker_sees_lazy_and_from_imports(module):
     """A check that cannot fail is no check: it must see the imports that are there."""
     deps = graph()[module]
     assert deps and all(d.startswith("components.") for d in deps)
+
+
+MAX_MODULE_LINES = 350  # past this a module holds more than one thing: split it by what it holds
+
+
+def test_modules_stay_small_and_the_top_folder_is_a_map():
+    modules = [p for root in (PACKAGE, PACKAGE.parent / "pipelines") for p in root.rglob("*.py")]
+    long = sorted(f"{p.relative_to(PACKAGE.parent)}: {n} lines" for p in modules
+                  if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES)
+    assert not long, f"modules over {MAX_MODULE_LINES} lines:\n" + "\n".join(long)
+    loose = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(loose) <= 8, f"modules loose in components/ (layers belong in folders): {loose}"
