@@ -12,7 +12,7 @@ LAB_PORT ?= 8888
 LAB_EXIT ?=
 APT_PACKAGES := prometheus shellcheck cloud-init
 
-.PHONY: run test bench lab setup setup-dev system-deps lock compile clean
+.PHONY: run test bench lab setup setup-dev system-deps lock compile golden clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ lab: $(VENV)/.installed-lab
 
 compile: setup
 	$(VENV)/bin/servicetime --workspace $(WORKSPACE) compile --out $(WORKSPACE)/pipeline.yaml
+
+# Rewrite the committed compiled pipelines (pipelines/compiled/) after an intended change; review the diff.
+golden: setup
+	$(PY) -m pipelines.golden
 
 # Regenerate the pinned lock from the current environment (after changing pyproject).
 lock: setup-dev $(VENV)/.installed-lab

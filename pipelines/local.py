@@ -41,6 +41,7 @@ def execute(cfg: Config, data_root: str, run_uri: str, last_weeks: int = 0, fail
 
     from kfp import local
 
+    from pipelines.parameters import config_json_for, knob_values
     from pipelines.pipeline import servicetime_pipeline
 
     # Intended: the SubprocessRunner runs our image's components in this very environment.
@@ -48,10 +49,9 @@ def execute(cfg: Config, data_root: str, run_uri: str, last_weeks: int = 0, fail
     pipeline_root = Path(cfg.workspace).resolve() / "kfp"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=False)
     servicetime_pipeline(
-        data_root=data_root, run_uri=run_uri, config_json=cfg.model_dump_json(), last_weeks=last_weeks,
-        num_workers=cfg.train.num_workers, epochs=cfg.train.epochs,
-        min_improvement=cfg.eval.min_improvement_vs_baseline, max_slice_regression=cfg.eval.max_slice_regression,
-        fail_on_rejected=fail_on_rejected, simulate_if_empty=simulate_if_empty, tune_trials=tune_trials)
+        data_root=data_root, run_uri=run_uri, config_json=config_json_for(cfg), last_weeks=last_weeks,
+        fail_on_rejected=fail_on_rejected, simulate_if_empty=simulate_if_empty, tune_trials=tune_trials,
+        **knob_values(cfg))
 
 
 def marked(token: str) -> list[int]:

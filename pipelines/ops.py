@@ -70,8 +70,9 @@ def tune_op(config_json: str, tune_trials: int, num_workers: int, epochs: int, d
     run_uri = resolve(run_uri, job_id)
     from components.core.config import config_with
     from components.steps.tune import tune_step
+    from pipelines.parameters import as_fields
 
-    cfg = config_with(config_json, {"train.num_workers": num_workers, "train.epochs": epochs})
+    cfg = config_with(config_json, as_fields(num_workers=num_workers, epochs=epochs))
     return tune_step(cfg, features.path, tune_trials, data_version, run_uri)["settings_json"]
 
 
@@ -86,10 +87,11 @@ def train_op(config_json: str, num_workers: int, epochs: int, tuned_json: str, d
 
     from components.core.config import config_with
     from components.steps.train import train_step
+    from pipelines.parameters import as_fields
 
-    # The tune step's best settings (empty when tuning is off) go under the pipeline's own knobs.
+    # The tune step's best settings (empty when tuning is off) go over config_json, under the parameters.
     tuned = {f"train.{k}": v for k, v in (json.loads(tuned_json) if tuned_json else {}).items()}
-    cfg = config_with(config_json, tuned | {"train.num_workers": num_workers, "train.epochs": epochs})
+    cfg = config_with(config_json, as_fields(num_workers=num_workers, epochs=epochs), tuned=tuned)
     out = train_step(cfg, features.path, model.path, data_version, run_uri)
     model.metadata.update({"model_uri": out["model_uri"], "version": out["model_version"], "run_id": out["run_id"]})
     for key in ("best_val_mae_s", "train_seconds", "samples_per_s"):
@@ -112,9 +114,9 @@ def evaluate_op(config_json: str, min_improvement: float, max_slice_regression: 
     from components.core.config import config_with
     from components.evaluate.evaluation import inline_images
     from components.steps.evaluate import evaluate_step
+    from pipelines.parameters import as_fields
 
-    cfg = config_with(config_json, {"eval.min_improvement_vs_baseline": min_improvement,
-                                    "eval.max_slice_regression": max_slice_regression})
+    cfg = config_with(config_json, as_fields(min_improvement=min_improvement, max_slice_regression=max_slice_regression))
     out = evaluate_step(cfg, features.path, model.path, evaluation.path, run_id, run_uri)
     Path(report.path).write_text(inline_images(Path(evaluation.path) / "report.md"))  # one self-contained file for the UI
     for name, m in out["metrics"].items():

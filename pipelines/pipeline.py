@@ -4,6 +4,7 @@ An exit handler records the run's outcome whatever happens; steps that touch
 the network retry with backoff; caching is off because the inputs are URIs
 whose contents change between runs. ``make_pipeline`` takes a hook applied to
 every task, which is how the cluster build adds its environment and Secrets.
+The parameters, their defaults and descriptions are ``pipelines.parameters``'s table.
 """
 
 
@@ -12,13 +13,14 @@ from typing import Callable
 
 from kfp import dsl
 
-from pipelines import ops
+from pipelines import ops, parameters
 
 JOB_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER  # names the run's folder when run_uri is one (pipelines/run_uri.py)
 # Retries are for a blip of S3 or MLflow: a retried attempt checks the services first and stops at
 # once when an earlier attempt failed for good (components.steps.guarded), so an outage or a bad
 # file ends the step in seconds per attempt, not minutes.
 NETWORK_RETRY = {"num_retries": 2, "backoff_duration": "2s", "backoff_factor": 2.0, "backoff_max_duration": "10s"}
+DESCRIPTION = "Delivery service-time model: data to deployed champion"
 TaskHook = Callable[[dsl.PipelineTask], None]
 
 
@@ -33,6 +35,9 @@ def with_defaults(fn: Callable, defaults: dict) -> Callable:
 
 
 def make_pipeline(hook: TaskHook | None = None, name: str = "servicetime", defaults: dict | None = None):
+    """The pipeline; ``defaults`` pre-fill *Create run* (on top of ``parameters.defaults()``)."""
+    d = parameters.defaults(defaults)
+
     def task(t: dsl.PipelineTask, retry: bool = False) -> dsl.PipelineTask:
         t.set_caching_options(False)
         if retry:
@@ -42,34 +47,36 @@ def make_pipeline(hook: TaskHook | None = None, name: str = "servicetime", defau
         return t
 
     def servicetime_pipeline(
-        data_root: str = "",
-        run_uri: str = "",
-        config_json: str = "",
-        last_weeks: int = 0,
-        num_workers: int = 2,
-        epochs: int = 12,
-        tune_trials: int = 0,
-        min_improvement: float = 0.10,
-        max_slice_regression: float = 0.10,
-        fail_on_rejected: bool = True,
-        simulate_if_empty: bool = True,
+        data_root: str = d["data_root"],
+        run_uri: str = d["run_uri"],
+        config_json: str = d["config_json"],
+        last_weeks: int = d["last_weeks"],
+        num_workers: int = d["num_workers"],
+        epochs: int = d["epochs"],
+        tune_trials: int = d["tune_trials"],
+        min_improvement: float = d["min_improvement"],
+        max_slice_regression: float = d["max_slice_regression"],
+        fail_on_rejected: bool = d["fail_on_rejected"],
+        simulate_if_empty: bool = d["simulate_if_empty"],
     ):
         exit_task = task(ops.summary_op(run_uri=run_uri, job_id=JOB_ID))
         with dsl.ExitHandler(exit_task, name="record-outcome"):
             ingest = task(ops.ingest_op(config_json=config_json, data_root=data_root, last_weeks=last_weeks,
                                         simulate_if_empty=simulate_if_empty, run_uri=run_uri, job_id=JOB_ID), retry=True)
-            validate = task(ops.validate_op(config_json=config_json, data_root=data_root, data_version=ingest.outputs["Output"],
-                                            fail_on_rejected=fail_on_rejected, run_uri=run_uri, job_id=JOB_ID))
-            features = task(ops.features_op(config_json=config_json, run_uri=run_uri, job_id=JOB_ID, clean=validate.outputs["clean"]))
+            validate = task(ops.validate_op(config_json=config_json, data_root=data_root,
+                                            data_version=ingest.outputs["Output"], fail_on_rejected=fail_on_rejected,
+                                            run_uri=run_uri, job_id=JOB_ID))
+            features = task(ops.features_op(config_json=config_json, run_uri=run_uri, job_id=JOB_ID,
+                                            clean=validate.outputs["clean"]))
             # Always a step (it returns at once when tune_trials is 0): KFP cannot pass a
             # conditional step's output to one outside its branch.
             tune = task(ops.tune_op(config_json=config_json, tune_trials=tune_trials, num_workers=num_workers,
                                     epochs=epochs, data_version=validate.outputs["Output"], run_uri=run_uri,
                                     job_id=JOB_ID, features=features.outputs["features"]))
             train = task(ops.train_op(config_json=config_json, num_workers=num_workers, epochs=epochs,
-                                      tuned_json=tune.output,
-                                      data_version=validate.outputs["Output"], run_uri=run_uri, job_id=JOB_ID,
-                                      features=features.outputs["features"]), retry=True)
+                                      tuned_json=tune.output, data_version=validate.outputs["Output"],
+                                      run_uri=run_uri, job_id=JOB_ID, features=features.outputs["features"]),
+                         retry=True)
             evaluate = task(ops.evaluate_op(config_json=config_json, min_improvement=min_improvement,
                                             max_slice_regression=max_slice_regression, run_id=train.outputs["run_id"],
                                             run_uri=run_uri, job_id=JOB_ID, features=features.outputs["features"],
@@ -77,11 +84,12 @@ def make_pipeline(hook: TaskHook | None = None, name: str = "servicetime", defau
             with dsl.If(evaluate.outputs["Output"] == True, name="blessed"):  # noqa: E712 (KFP condition syntax)
                 register = task(ops.register_op(config_json=config_json, model_version=train.outputs["model_version"],
                                                 run_uri=run_uri, job_id=JOB_ID), retry=True)
-                task(ops.deploy_op(config_json=config_json, run_uri=run_uri, job_id=JOB_ID, features=features.outputs["features"],
-                                   metrics=evaluate.outputs["metrics"]), retry=True).after(register)
+                task(ops.deploy_op(config_json=config_json, run_uri=run_uri, job_id=JOB_ID,
+                                   features=features.outputs["features"], metrics=evaluate.outputs["metrics"]),
+                     retry=True).after(register)
 
-    described = dsl.pipeline(name=name, description="Delivery service-time model: data to deployed champion")
-    return described(with_defaults(servicetime_pipeline, defaults or {}))
+    servicetime_pipeline.__doc__ = parameters.docstring(DESCRIPTION)
+    return dsl.pipeline(name=name, description=DESCRIPTION)(servicetime_pipeline)
 
 
 servicetime_pipeline = make_pipeline()

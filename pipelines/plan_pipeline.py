@@ -21,6 +21,16 @@ def make_plan_pipeline(hook: TaskHook | None = None, name: str = PLAN_PIPELINE, 
         calibration_uri: str = "",
         config_json: str = "",
     ):
+        """Next week's stops: service times and promised arrival windows.
+
+        Args:
+            orders_uri: Parquet of next week's planned stops (the planning columns plus delivery_id).
+            out_uri: Where the plan goes: a Parquet file, or a folder ending in / (one plan per run).
+            model_uri: A model URI or bundle path; empty: the registry's champion.
+            calibration_uri: Labelled held-out weeks (Parquet) to fit the arrival windows on; empty: the
+                calibration saved with the model.
+            config_json: The config as JSON (components/core/config.py); empty: the defaults.
+        """
         t = ops.plan_op(config_json=config_json, orders_uri=orders_uri, out_uri=out_uri, model_uri=model_uri,
                         calibration_uri=calibration_uri, job_id=JOB_ID)
         t.set_caching_options(False)

@@ -13,6 +13,7 @@ from components.cluster.podspec import (  # created by infra/bootstrap.sh in the
 )
 from components.core.config import Config
 from components.core.platform import platform
+from pipelines.parameters import config_json_for, knob_values
 
 CLUSTER_PIPELINE = "servicetime-cluster"  # the compiled pipeline's own name
 UPLOAD_NAME = "servicetime"  # the pipeline as the dashboard lists it
@@ -77,9 +78,8 @@ def submit(cfg: Config, host: str, recurring_cron: str | None = None, experiment
     arguments = {
         "data_root": data_root or f"s3://{p.buckets.data}",
         "run_uri": f"s3://{p.buckets.artifacts}/runs/{run_id}",
-        "config_json": ccfg.model_dump_json(),
-        "num_workers": ccfg.train.num_workers,
-        "epochs": ccfg.train.epochs,
+        "config_json": config_json_for(ccfg),
+        **knob_values(ccfg),
     }
     client = kfp.Client(host=host, namespace=namespace)
     with tempfile.TemporaryDirectory() as tmp:
@@ -101,11 +101,8 @@ def cluster_defaults(cfg: Config) -> dict:
     return {
         "data_root": f"s3://{p.buckets.data}",
         "run_uri": f"s3://{p.buckets.artifacts}/runs/",  # a folder: each run gets <job id> under it
-        "config_json": cfg.model_dump_json(),
-        "num_workers": cfg.train.num_workers,
-        "epochs": cfg.train.epochs,
-        "min_improvement": cfg.eval.min_improvement_vs_baseline,
-        "max_slice_regression": cfg.eval.max_slice_regression,
+        "config_json": config_json_for(cfg),
+        **knob_values(cfg),
     }
 
 

@@ -230,15 +230,32 @@ def config_from_json(text: str) -> Config:
     return Config.model_validate_json(text)
 
 
-def config_with(config_json: str, overrides: dict[str, Any] | None = None) -> Config:
-    """A run's config: the JSON the pipeline was launched with, plus pipeline parameters.
+def _has(raw: dict, dotted: str) -> bool:
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def config_with(config_json: str, params: dict[str, Any] | None = None, tuned: dict[str, Any] | None = None) -> Config:
+    """A run's config: the JSON the pipeline was launched with (empty: the defaults), the tuned settings
+    on top, then the pipeline's parameters. A field that arrives as a parameter must not also be in the
+    JSON: each knob has one channel, and a value that would silently lose is an error instead.
 
     Pipeline steps call this first, so it also sets up their logging.
     """
     from components.core.logs import configure
 
     configure()
-    raw = json.loads(config_json) if config_json else yaml.safe_load(DEFAULT_CONFIG.read_text())
-    if overrides:
-        raw = _merge(raw, _dotted({k: v for k, v in overrides.items() if v is not None}))
+    given = json.loads(config_json) if config_json else None
+    both = sorted(k for k in params or {} if given is not None and _has(given, k))
+    if both:
+        raise ValueError(f"config_json sets {', '.join(both)}, which this pipeline takes as parameters: "
+                         "leave them out of config_json and set the parameters instead")
+    raw = given if given is not None else yaml.safe_load(DEFAULT_CONFIG.read_text())
+    for layer in (tuned, params):
+        if layer:
+            raw = _merge(raw, _dotted({k: v for k, v in layer.items() if v is not None}))
     return Config.model_validate(raw)

@@ -20,4 +20,4 @@ def test_unknown_keys_fail_loudly(tmp_path):
 def test_config_hash_tracks_content_and_json_round_trip():
     a, b = load_config(), load_config(overrides={"train.lr": 0.01})
     assert a.hash() != b.hash() and a.hash() == load_config().hash()
-    assert config_with(b.model_dump_json(), {"train.epochs": 5}).train.lr == 0.01
+    assert config_with(b.model_dump_json()).train.lr == 0.01 and config_with("", {"train.epochs": 5}).train.epochs == 5
