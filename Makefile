@@ -12,7 +12,7 @@ LAB_PORT ?= 8888
 LAB_EXIT ?=
 APT_PACKAGES := prometheus shellcheck cloud-init
 
-.PHONY: run test bench lab setup setup-dev system-deps lock compile golden clean
+.PHONY: run test bench lab setup setup-dev system-deps lock compile golden lint clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ run: setup
 
 test: setup-dev system-deps
 	$(PY) -m pytest
+
+# The linter alone (make test runs it too, as tests/unit/test_lint.py).
+lint: setup-dev
+	$(PY) -m ruff check .
 
 bench: setup-dev
 	$(PY) -m pytest tests/benchmarks -m bench -s -p no:cacheprovider
