@@ -13,12 +13,29 @@ LABELS = {"baseline": "rules", "baseline_calibrated": "rules, bias removed", "ba
           "champion": "champion", "candidate": "candidate"}
 
 
-def _plots(ev, out: Path, names: list[str]) -> None:
+def _figure(size: tuple[float, float]):
     # Figure objects, not pyplot: no global backend switch (a notebook keeps its inline plots).
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9, 6))
-    ax = fig.subplots()
+    fig = Figure(figsize=size)
+    return fig, fig.subplots()
+
+
+def _save(fig, ax, path: Path, title: str, xlabel: str | None = None, ylabel: str | None = None,
+          legend: bool = False) -> None:
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if legend:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def _plots(ev, out: Path, names: list[str]) -> None:
+    fig, ax = _figure((9, 6))
     labels = [s["slice"] for s in ev.slices]
     ypos = np.arange(len(labels))
     width = 0.8 / len(names)
@@ -27,14 +44,9 @@ def _plots(ev, out: Path, names: list[str]) -> None:
                 label=LABELS.get(k, k))
     ax.set_yticks(ypos, labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("MAE (s)")
-    ax.set_title("Error by slice")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "slices.png", dpi=90)
+    _save(fig, ax, out / "slices.png", "Error by slice", xlabel="MAE (s)", legend=True)
 
-    fig = Figure(figsize=(7, 4))
-    ax = fig.subplots()
+    fig, ax = _figure((7, 4))
     for k in names:
         r = ev.route_kpi[k]
         ax.hist(ev.delays[k] / 60, bins=80, range=(-60, 60), histtype="step",
@@ -43,32 +55,21 @@ def _plots(ev, out: Path, names: list[str]) -> None:
     if window:
         for x in (-window / 60, window / 60):
             ax.axvline(x, color="grey", linestyle=":")
-    ax.set_xlabel("arrival delay at stop (min); dotted: the promised window")
-    ax.set_ylabel("stops")
-    ax.set_title("Route replay: arrival delay")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "route_delay.png", dpi=90)
+    _save(fig, ax, out / "route_delay.png", "Route replay: arrival delay",
+          xlabel="arrival delay at stop (min); dotted: the promised window", ylabel="stops", legend=True)
 
-    fig = Figure(figsize=(7, 4))
-    ax = fig.subplots()
+    fig, ax = _figure((7, 4))
     groups = list(ev.importance)
     ax.barh(groups, [ev.importance[g] for g in groups])
     ax.invert_yaxis()
-    ax.set_xlabel("MAE increase when the group is shuffled (s)")
-    ax.set_title("Grouped permutation importance")
-    fig.tight_layout()
-    fig.savefig(out / "importance.png", dpi=90)
+    _save(fig, ax, out / "importance.png", "Grouped permutation importance",
+          xlabel="MAE increase when the group is shuffled (s)")
 
     if ev.errors_by_week is not None:
-        fig = Figure(figsize=(7, 3.5))
-        ax = fig.subplots()
+        fig, ax = _figure((7, 3.5))
         ev.errors_by_week.rename(columns=LABELS).plot(ax=ax, marker="o")
-        ax.set_ylabel("MAE (s)")
-        ax.set_title("Error by held-out week")
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "weeks.png", dpi=90)
+        _save(fig, ax, out / "weeks.png", "Error by held-out week", ylabel="MAE (s)")
 
 
 def model_card(ev) -> list[str]:
