@@ -52,7 +52,6 @@ COLUMNS: tuple[Column, ...] = (
     Column("service_time_s", "float", nullable=True, min=0, max=36000, doc="geofence measurement: the label"),
 )
 
-COLUMN_BY_NAME = {c.name: c for c in COLUMNS}
 COLUMN_NAMES = tuple(c.name for c in COLUMNS)
 LABEL = "service_time_s"
 TIMESTAMP = "delivered_at"

@@ -289,19 +289,6 @@ class Storage:
         self.write_bytes(uri, data)
         return data
 
-    def upload_dir(self, local_dir: Path, uri: str) -> None:
-        for path in sorted(Path(local_dir).rglob("*")):
-            if path.is_file():
-                self.write_bytes(join(uri, path.relative_to(local_dir).as_posix()), path.read_bytes())
-
-    def download_dir(self, uri: str, local_dir: Path) -> Path:
-        base = uri.rstrip("/")
-        for item in self.list(base):
-            target = Path(local_dir) / item[len(base) + 1 :]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(self.read_bytes(item))
-        return Path(local_dir)
-
 
 def to_parquet_bytes(frame: pd.DataFrame) -> bytes:
     """Deterministic Parquet: same frame, same bytes (no timestamps in metadata)."""

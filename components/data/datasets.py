@@ -130,8 +130,3 @@ class DatasetStore:
 
     def read_batch(self, version: str, batch: str) -> pd.DataFrame:
         return self.storage.read_parquet(join(self.version_uri(version), f"{batch}.parquet"))
-
-    def read_version(self, version: str) -> pd.DataFrame:
-        manifest = self.manifest(version)
-        frames = [self.read_batch(version, b).assign(batch=b) for b in manifest.batches]
-        return pd.concat(frames, ignore_index=True)
