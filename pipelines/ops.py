@@ -57,8 +57,9 @@ def features_op(config_json: str, run_uri: str, job_id: str, clean: Input[Datase
 
     from components.core.config import config_with
     from components.steps.featurize import featurize
+    from components.steps.validate import CLEAN_FILE
 
-    out = featurize(config_with(config_json), Path(clean.path) / "clean.parquet", features.path, run_uri)
+    out = featurize(config_with(config_json), Path(clean.path) / CLEAN_FILE, features.path, run_uri)
     features.metadata.update({"rows": out["rows"]})
 
 

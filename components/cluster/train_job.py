@@ -19,6 +19,7 @@ import torch
 from components.core.config import Config, config_from_json
 from components.core.platform import platform
 from components.core.storage import Storage, join
+from components.learn.features import TRAIN, VAL
 from components.learn.model import NetConfig
 from components.learn.ray_train import train_with_ray
 from components.learn.train import TrainResult
@@ -37,7 +38,7 @@ def job_name(run_name: str) -> str:
 def stage_inputs(cfg: Config, features_dir: Path, net: NetConfig, run_name: str) -> dict[str, str]:
     storage = Storage()
     base = f"s3://{platform().buckets.artifacts}/train-inputs/{run_name}"
-    for name in ("train.npz", "val.npz"):
+    for name in (TRAIN, VAL):
         storage.write_bytes(join(base, name), (features_dir / name).read_bytes())
     storage.write_json(join(base, "net.json"), net.to_dict())
     local = cfg.model_copy(update={"train": cfg.train.model_copy(update={"backend": "local"})})
@@ -97,7 +98,7 @@ def train_entrypoint(features_uri: str, config_uri: str, out_uri: str) -> TrainR
     net = NetConfig.from_dict(storage.read_json(join(features_uri, "net.json")))
     checkpoints = cfg.train.checkpoint_uri or f"s3://{platform().buckets.artifacts}/checkpoints"
     run_name = features_uri.rstrip("/").rsplit("/", 1)[-1]
-    result = train_with_ray(join(features_uri, "train.npz"), join(features_uri, "val.npz"), net, cfg.train,
+    result = train_with_ray(join(features_uri, TRAIN), join(features_uri, VAL), net, cfg.train,
                             checkpoints, run_name)
     save_result(result, out_uri)
     log.info("training finished: best val MAE %.1f s; result at %s", result.best_val_mae, out_uri)

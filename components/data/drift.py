@@ -25,6 +25,7 @@ import pandas as pd
 
 from components.core.schema import COLUMNS, DRIFT_FEATURES, LABEL, TIMESTAMP
 
+REFERENCE_FILE = "reference.json"  # a saved Reference, beside the data it describes
 N_BINS = 10
 _EPS = 1e-4
 

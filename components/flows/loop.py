@@ -33,7 +33,7 @@ from components.steps.featurize import featurize
 from components.steps.ingest import ingest
 from components.steps.register import promote_step
 from components.steps.train import train_step
-from components.steps.validate import validate_dataset
+from components.steps.validate import CLEAN_FILE, validate_dataset
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def _retrain(cfg: Config, root: str, work: Path) -> dict:
     """One pass of the pipeline's steps: version, validate, features, train, evaluate, promote if blessed."""
     version = ingest(root, work / "ingest")["data_version"]
     validated = validate_dataset(cfg, root, version, work / "validate", fail_on_rejected=False)
-    featurize(cfg, work / "validate" / "clean.parquet", work / "features")
+    featurize(cfg, work / "validate" / CLEAN_FILE, work / "features")
     trained = train_step(cfg, work / "features", work / "model", validated["clean_version"])
     ev = evaluate_step(cfg, work / "features", work / "model", work / "evaluation", run_id=trained["run_id"])
     if ev["blessed"]:

@@ -19,7 +19,7 @@ def prepare_features(cfg: Config, data_root: str, out_dir: Path) -> tuple[Path, 
     from components.data.datasets import DatasetStore
     from components.steps.featurize import featurize
     from components.steps.ingest import generate_raw, ingest
-    from components.steps.validate import validate_dataset
+    from components.steps.validate import CLEAN_FILE, validate_dataset
 
     if not DatasetStore(data_root).raw_batches():
         log.info("no data under %s: generating %d weeks with the simulator", data_root, cfg.data.weeks)
@@ -27,7 +27,7 @@ def prepare_features(cfg: Config, data_root: str, out_dir: Path) -> tuple[Path, 
     version = ingest(data_root, out_dir / "dataset")["data_version"]
     validate_dataset(cfg, data_root, version, out_dir / "clean")
     features = out_dir / "features"
-    featurize(cfg, out_dir / "clean" / "clean.parquet", features)
+    featurize(cfg, out_dir / "clean" / CLEAN_FILE, features)
     return features, version
 
 

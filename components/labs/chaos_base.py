@@ -90,13 +90,13 @@ def prepared_features(ctx: Context) -> Path:
     """Data through the pipeline's own steps up to the features (clean weeks only)."""
     from components.steps.featurize import featurize
     from components.steps.ingest import ingest
-    from components.steps.validate import validate_dataset
+    from components.steps.validate import CLEAN_FILE, validate_dataset
 
     root = simulated_raw(ctx)
     steps = ctx.workspace / "steps"
     version = ingest(root, steps / "ingest")["data_version"]
     validate_dataset(ctx.cfg, root, version, steps / "validate", fail_on_rejected=False)
-    featurize(ctx.cfg, steps / "validate" / "clean.parquet", steps / "features")
+    featurize(ctx.cfg, steps / "validate" / CLEAN_FILE, steps / "features")
     return steps / "features"
 
 

@@ -35,13 +35,13 @@ def ray_worker_killed(ctx: Context) -> list[Check]:
     """SIGKILL one Ray Train worker after the first checkpoint: Ray restarts it and training resumes."""
     import ray
 
-    from components.learn.features import TRAIN, VAL, FeatureTransform
+    from components.learn.features import TRAIN, TRANSFORM_FILE, VAL, FeatureTransform
     from components.learn.ray_train import CHECKPOINT_FILE, train_with_ray
     from components.learn.train import Arrays, load_state, net_config
 
     features = prepared_features(ctx)
     train = Arrays.from_bytes((features / TRAIN).read_bytes())
-    net = net_config(ctx.cfg, FeatureTransform.load(features / "transform.json"), train)
+    net = net_config(ctx.cfg, FeatureTransform.load(features / TRANSFORM_FILE), train)
     # train.max_failures as configured: set it to 0 and the same kill ends the training.
     cfg = ctx.cfg.train.model_copy(update={"num_workers": 2, "epochs": 4, "patience": 10})
     pids, ckpt = ctx.workspace / "pids", ctx.workspace / "checkpoints"

@@ -45,12 +45,13 @@ def worse_canary(ctx: Context) -> list[Check]:
 
     from components.learn import tracking
     from components.learn.bundle import Predictor
+    from components.learn.features import TEST
     from components.steps.deploy import DeployFailed, canary_check, deploy_step
     from components.steps.register import promote_step
 
     champ = registered_champion(ctx)
     cfg = champ.cfg
-    test = pd.read_parquet(champ.features / "test.parquet")
+    test = pd.read_parquet(champ.features / TEST)
     evaluated = canary_check(Predictor.load(champ.bundle), test, float("inf"), 0.0)["mae"]
     good = deploy_step(cfg, champ.features, evaluated)
     ctx.say(f"version {champ.version} passes its canary: MAE {good['mae']:.1f} s (evaluated {evaluated:.1f} s)")
@@ -119,10 +120,11 @@ def champion_file_deleted(ctx: Context) -> list[Check]:
 
     from components.devstack.process import free_port, stop_process_group
     from components.learn.bundle import WEIGHTS
+    from components.learn.features import TEST
     from components.serving.api import FIELD_NAMES
 
     champ = registered_champion(ctx)
-    test = pd.read_parquet(champ.features / "test.parquet")
+    test = pd.read_parquet(champ.features / TEST)
     stops = json.loads(test[list(FIELD_NAMES)].head(5).to_json(orient="records", date_format="iso"))
     port, log = free_port(), ctx.workspace / "model-server.log"
     url = f"http://127.0.0.1:{port}"

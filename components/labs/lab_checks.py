@@ -84,7 +84,9 @@ def check_data(ctx: Context) -> None:
 
 
 def check_training(ctx: Context) -> None:
-    split = ctx.read_json(ctx.workspace / "features" / "split.json")
+    from components.learn.features import SPLIT_FILE
+
+    split = ctx.read_json(ctx.workspace / "features" / SPLIT_FILE)
     ctx.expect("features", "features/split.json with train, val and test weeks",
                sorted((split or {}).get("weeks", {})), split is not None and {"train", "val", "test"} <= set(split["weeks"]),
                "the features were not built: run the 'Features' cell")

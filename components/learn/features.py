@@ -23,11 +23,14 @@ import numpy as np
 import pandas as pd
 
 from components.core.schema import FEATURES, LABEL, TIMESTAMP
+from components.data.drift import REFERENCE_FILE as REFERENCE_FILE  # the training weeks' inputs, beside the features
 
 # The feature folder a featurize step writes and training, tuning and evaluation read: one definition.
 TRAIN, VAL, TEST = "train.npz", "val.npz", "test.parquet"
 # The frames themselves: baselines are fitted on the training weeks, calibration on the validation weeks.
 TRAIN_FRAME, VAL_FRAME = "train.parquet", "val.parquet"
+TRANSFORM_FILE = "transform.json"  # the fitted FeatureTransform
+SPLIT_FILE = "split.json"  # which weeks went where, and the areas seen in training
 
 HISTORY_SHRINK = 2.0  # pseudo-visits at the global mean: one odd visit should not dominate
 UNKNOWN = 0

@@ -234,11 +234,11 @@ def run_search(train_bytes: bytes, val_bytes: bytes, net: dict, train: TrainConf
 # --- The workspace: features, search, tracking, best.json -----------------------------------
 
 def _net_dict(cfg: Config, features: Path) -> dict:
-    from components.learn.features import TRAIN, FeatureTransform
+    from components.learn.features import TRAIN, TRANSFORM_FILE, FeatureTransform
     from components.learn.train import Arrays, net_config
 
     train = Arrays.from_bytes((features / TRAIN).read_bytes())
-    return net_config(cfg, FeatureTransform.load(features / "transform.json"), train).to_dict()
+    return net_config(cfg, FeatureTransform.load(features / TRANSFORM_FILE), train).to_dict()
 
 
 def _log_mlflow(cfg: Config, results: list[dict], summary: dict, data_version: str,

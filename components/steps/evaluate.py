@@ -15,7 +15,7 @@ from components.evaluate.baselines import BASELINES, fit_baselines
 from components.evaluate.evaluation import evaluate, write_report
 from components.learn import tracking
 from components.learn.bundle import Predictor
-from components.learn.features import TEST, TRAIN_FRAME, VAL_FRAME
+from components.learn.features import SPLIT_FILE, TEST, TRAIN_FRAME, VAL_FRAME
 from components.steps import guarded, record
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def _evaluate_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path
     features_dir, out = Path(features_dir), Path(out_dir)
     tracking.setup(cfg)
     test = pd.read_parquet(features_dir / TEST)
-    split = json.loads((features_dir / "split.json").read_text())
+    split = json.loads((features_dir / SPLIT_FILE).read_text())
     champion = load_champion(cfg)
     baselines = fit_baselines(pd.read_parquet(features_dir / TRAIN_FRAME), pd.read_parquet(features_dir / VAL_FRAME))
     ev = evaluate(test, Predictor.load(bundle_dir), baselines, champion, set(split["train_areas"]), cfg.eval,

@@ -11,7 +11,18 @@ import pandas as pd
 from components.core.config import Config
 from components.core.schema import LABEL
 from components.data.drift import build_reference
-from components.learn.features import TEST, TRAIN, TRAIN_FRAME, VAL, VAL_FRAME, FeatureTransform, build_features
+from components.learn.features import (
+    REFERENCE_FILE,
+    SPLIT_FILE,
+    TEST,
+    TRAIN,
+    TRAIN_FRAME,
+    TRANSFORM_FILE,
+    VAL,
+    VAL_FRAME,
+    FeatureTransform,
+    build_features,
+)
 from components.learn.train import Arrays
 from components.steps import record
 
@@ -31,11 +42,11 @@ def featurize(cfg: Config, clean_path: str | Path, out_dir: str | Path, run_uri:
     splits["test"].to_parquet(out / TEST, index=False)
     splits["train"].to_parquet(out / TRAIN_FRAME, index=False)
     splits["val"].to_parquet(out / VAL_FRAME, index=False)
-    transform.save(out / "transform.json")
+    transform.save(out / TRANSFORM_FILE)
     snapshot.to_parquet(out / "customer_history.parquet", index=False)
-    (out / "reference.json").write_text(json.dumps(build_reference(splits["train"]).to_dict()))
+    (out / REFERENCE_FILE).write_text(json.dumps(build_reference(splits["train"]).to_dict()))
     weeks = {k: sorted(v["batch"].unique().tolist()) for k, v in splits.items()}
-    (out / "split.json").write_text(json.dumps({"weeks": weeks, "rows": {k: len(v) for k, v in splits.items()},
+    (out / SPLIT_FILE).write_text(json.dumps({"weeks": weeks, "rows": {k: len(v) for k, v in splits.items()},
                                                 "train_areas": sorted(splits["train"]["area_id"].astype(str).unique())}, indent=1))
     return record(run_uri, "features", {"rows": {k: len(v) for k, v in splits.items()},
                                         "test_weeks": weeks["test"], "path": str(out)})

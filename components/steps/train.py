@@ -15,7 +15,7 @@ from components.core.storage import Storage, file_lock, join, local_path
 from components.data.drift import Reference
 from components.learn import tracking
 from components.learn.bundle import calibrate_bundle, save_bundle
-from components.learn.features import TRAIN, VAL, VAL_FRAME, FeatureTransform
+from components.learn.features import REFERENCE_FILE, TRAIN, TRANSFORM_FILE, VAL, VAL_FRAME, FeatureTransform
 from components.learn.planning import calibrate_windows
 from components.learn.ray_train import train_with_ray
 from components.learn.train import Arrays, TrainResult, net_config, train_in_process
@@ -37,7 +37,7 @@ def checkpoint_key(cfg: Config, data_version: str) -> str:
 def fit(cfg: Config, features_dir: Path, run_name: str, data_version: str = "") -> TrainResult:
     """Pick the training path from config: 0 workers in-process, else Ray (local or KubeRay)."""
     train = Arrays.from_bytes((features_dir / TRAIN).read_bytes())
-    transform = FeatureTransform.load(features_dir / "transform.json")
+    transform = FeatureTransform.load(features_dir / TRANSFORM_FILE)
     net = net_config(cfg, transform, train)
     if cfg.train.num_workers == 0:
         val = Arrays.from_bytes((features_dir / VAL).read_bytes())
@@ -101,9 +101,9 @@ def _train_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path, d
         metadata = {"run_id": run.info.run_id, **tags, "num_workers": result.num_workers,
                     "best_val_mae_s": result.best_val_mae}
         bundle = save_bundle(
-            bundle_dir, result.state_dict, result.net, FeatureTransform.load(features_dir / "transform.json"),
+            bundle_dir, result.state_dict, result.net, FeatureTransform.load(features_dir / TRANSFORM_FILE),
             pd.read_parquet(features_dir / "customer_history.parquet"),
-            Reference.from_dict(json.loads((features_dir / "reference.json").read_text())), metadata)
+            Reference.from_dict(json.loads((features_dir / REFERENCE_FILE).read_text())), metadata)
         # Before logging: the registered model carries its mean correction and interval calibration.
         val_frame = pd.read_parquet(features_dir / VAL_FRAME)
         calibration = calibrate_bundle(bundle, val_frame, cfg.calibration)["model"]

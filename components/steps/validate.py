@@ -11,7 +11,7 @@ import pandas as pd
 from components.core.config import Config
 from components.core.storage import StorageError, join, to_parquet_bytes
 from components.data.datasets import DatasetStore
-from components.data.drift import Reference, build_reference
+from components.data.drift import REFERENCE_FILE, Reference, build_reference
 from components.data.validation import (
     ValidationResult,
     render_markdown,
@@ -21,6 +21,7 @@ from components.data.validation import (
 from components.steps import Rejected, record
 
 log = logging.getLogger(__name__)
+CLEAN_FILE = "clean.parquet"  # every accepted batch's rows: what featurize reads
 REFERENCE_WEEKS = 4
 
 
@@ -80,13 +81,13 @@ def validate_dataset(cfg: Config, data_root: str, version: str, out_dir: str | P
     out.mkdir(parents=True, exist_ok=True)
     if accepted:
         pd.concat([r.accepted_rows.assign(batch=r.batch) for r in results if r.accepted], ignore_index=True) \
-            .to_parquet(out / "clean.parquet", index=False)
+            .to_parquet(out / CLEAN_FILE, index=False)
     summary = {**totals, "accepted": not rejected, "data_version": version,
                "clean_version": clean.version if clean else None,
                "rejected_batches": {r["batch"]: r["errors"] for r in rejected},
                "quarantine_uri": join(data_root, "quarantine", version), "batches": reports}
     (out / "validation.json").write_text(json.dumps(summary, indent=2, default=str))
-    (out / "reference.json").write_text(json.dumps(reference.to_dict()))
+    (out / REFERENCE_FILE).write_text(json.dumps(reference.to_dict()))
     markdown = render_markdown(reports)
     (out / "report.md").write_text(markdown)
     if report_path:
