@@ -29,8 +29,8 @@ def ingest_op(config_json: str, data_root: str, last_weeks: int, simulate_if_emp
 
     cfg = config_with(config_json)
     out = ingest(data_root, dataset.path, last_weeks, run_uri, cfg.data if simulate_if_empty else None)
-    dataset.metadata.update({"version": out["data_version"], "rows": out["rows"], "weeks": out["weeks"]})
-    return out["data_version"]
+    dataset.metadata.update({"version": out.data_version, "rows": out.rows, "weeks": out.weeks})
+    return out.data_version
 
 
 @component
@@ -44,8 +44,9 @@ def validate_op(config_json: str, data_root: str, data_version: str, fail_on_rej
 
     out = validate_dataset(config_with(config_json), data_root, data_version, clean.path, report.path,
                            fail_on_rejected=fail_on_rejected, run_uri=run_uri)
-    clean.metadata.update({k: out[k] for k in ("rows_in", "rows_accepted", "rows_quarantined", "clean_version")})
-    return out["clean_version"]
+    clean.metadata.update({"rows_in": out.rows_in, "rows_accepted": out.rows_accepted,
+                           "rows_quarantined": out.rows_quarantined, "clean_version": out.clean_version})
+    return out.clean_version
 
 
 @component
@@ -60,7 +61,7 @@ def features_op(config_json: str, run_uri: str, job_id: str, clean: Input[Datase
     from components.steps.validate import CLEAN_FILE
 
     out = featurize(config_with(config_json), Path(clean.path) / CLEAN_FILE, features.path, run_uri)
-    features.metadata.update({"rows": out["rows"]})
+    features.metadata.update({"rows": out.rows})
 
 
 @component
@@ -74,7 +75,7 @@ def tune_op(config_json: str, tune_trials: int, num_workers: int, epochs: int, d
     from pipelines.parameters import as_fields
 
     cfg = config_with(config_json, as_fields(num_workers=num_workers, epochs=epochs))
-    return tune_step(cfg, features.path, tune_trials, data_version, run_uri)["settings_json"]
+    return tune_step(cfg, features.path, tune_trials, data_version, run_uri).settings_json
 
 
 @component
@@ -94,12 +95,13 @@ def train_op(config_json: str, num_workers: int, epochs: int, tuned_json: str, d
     tuned = {f"train.{k}": v for k, v in (json.loads(tuned_json) if tuned_json else {}).items()}
     cfg = config_with(config_json, as_fields(num_workers=num_workers, epochs=epochs), tuned=tuned)
     out = train_step(cfg, features.path, model.path, data_version, run_uri)
-    model.metadata.update({"model_uri": out["model_uri"], "version": out["model_version"], "run_id": out["run_id"]})
-    for key in ("best_val_mae_s", "train_seconds", "samples_per_s"):
-        metrics.log_metric(key, float(out[key]))
+    model.metadata.update({"model_uri": out.model_uri, "version": out.model_version, "run_id": out.run_id})
+    for key, value in (("best_val_mae_s", out.best_val_mae_s), ("train_seconds", out.train_seconds),
+                       ("samples_per_s", out.samples_per_s)):
+        metrics.log_metric(key, float(value))
     from collections import namedtuple
 
-    return namedtuple("TrainOutputs", ["run_id", "model_version"])(out["run_id"], out["model_version"])
+    return namedtuple("TrainOutputs", ["run_id", "model_version"])(out.run_id, out.model_version)
 
 
 @component
@@ -120,11 +122,11 @@ def evaluate_op(config_json: str, min_improvement: float, max_slice_regression: 
     cfg = config_with(config_json, as_fields(min_improvement=min_improvement, max_slice_regression=max_slice_regression))
     out = evaluate_step(cfg, features.path, model.path, evaluation.path, run_id, run_uri)
     Path(report.path).write_text(inline_images(Path(evaluation.path) / "report.md"))  # one self-contained file for the UI
-    for name, m in out["metrics"].items():
+    for name, m in out.metrics.items():
         if m:
             metrics.log_metric(f"{name}_mae_s", m["mae"])
-    metrics.log_metric("candidate_delay_std_s", out["route_kpi"]["candidate"]["delay_std_s"])
-    return bool(out["blessed"])
+    metrics.log_metric("candidate_delay_std_s", out.route_kpi["candidate"]["delay_std_s"])
+    return bool(out.blessed)
 
 
 @component
@@ -135,7 +137,7 @@ def register_op(config_json: str, model_version: str, run_uri: str, job_id: str)
     from components.core.config import config_with
     from components.steps.register import promote_step
 
-    return promote_step(config_with(config_json), model_version, run_uri)["version"]
+    return promote_step(config_with(config_json), model_version, run_uri).version
 
 
 @component
@@ -147,7 +149,7 @@ def deploy_op(config_json: str, run_uri: str, job_id: str, features: Input[Datas
     from components.steps.deploy import deploy_step
 
     expected_mae = float(metrics.metadata["candidate_mae_s"])
-    return str(deploy_step(config_with(config_json), features.path, expected_mae, run_uri)["version"])
+    return str(deploy_step(config_with(config_json), features.path, expected_mae, run_uri).version)
 
 
 @component

@@ -160,14 +160,14 @@ def _clean_history(cfg: Config, store: DatasetStore) -> pd.DataFrame:
 
 def _retrain(cfg: Config, root: str, work: Path) -> dict:
     """One pass of the pipeline's steps: version, validate, features, train, evaluate, promote if blessed."""
-    version = ingest(root, work / "ingest")["data_version"]
+    version = ingest(root, work / "ingest").data_version
     validated = validate_dataset(cfg, root, version, work / "validate", fail_on_rejected=False)
     featurize(cfg, work / "validate" / CLEAN_FILE, work / "features")
-    trained = train_step(cfg, work / "features", work / "model", validated["clean_version"])
-    ev = evaluate_step(cfg, work / "features", work / "model", work / "evaluation", run_id=trained["run_id"])
-    if ev["blessed"]:
-        promote_step(cfg, trained["model_version"])
-    return {"version": trained["model_version"], "blessed": ev["blessed"], "mae": ev["metrics"]["candidate"]["mae"]}
+    trained = train_step(cfg, work / "features", work / "model", validated.clean_version)
+    ev = evaluate_step(cfg, work / "features", work / "model", work / "evaluation", run_id=trained.run_id)
+    if ev.blessed:
+        promote_step(cfg, trained.model_version)
+    return {"version": trained.model_version, "blessed": ev.blessed, "mae": ev.metrics["candidate"]["mae"]}
 
 
 def format_record(r: WeekRecord) -> str:

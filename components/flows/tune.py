@@ -24,7 +24,7 @@ def prepare_features(cfg: Config, data_root: str, out_dir: Path) -> tuple[Path, 
     if not DatasetStore(data_root).raw_batches():
         log.info("no data under %s: generating %d weeks with the simulator", data_root, cfg.data.weeks)
         generate_raw(cfg.data, data_root)
-    version = ingest(data_root, out_dir / "dataset")["data_version"]
+    version = ingest(data_root, out_dir / "dataset").data_version
     validate_dataset(cfg, data_root, version, out_dir / "clean")
     features = out_dir / "features"
     featurize(cfg, out_dir / "clean" / CLEAN_FILE, features)

@@ -94,7 +94,7 @@ def prepared_features(ctx: Context) -> Path:
 
     root = simulated_raw(ctx)
     steps = ctx.workspace / "steps"
-    version = ingest(root, steps / "ingest")["data_version"]
+    version = ingest(root, steps / "ingest").data_version
     validate_dataset(ctx.cfg, root, version, steps / "validate", fail_on_rejected=False)
     featurize(ctx.cfg, steps / "validate" / CLEAN_FILE, steps / "features")
     return steps / "features"
@@ -117,9 +117,9 @@ def registered_champion(ctx: Context) -> Champion:
     cfg = quick_config(ctx.cfg)
     features = prepared_features(ctx)
     trained = train_step(cfg, features, ctx.workspace / "steps" / "model-v1", "chaos")
-    promote_step(cfg, trained["model_version"])
-    ctx.say(f"champion: {trained['model_name']} version {trained['model_version']}")
-    return Champion(cfg, features, trained["model_name"], trained["model_version"], Path(trained["bundle"]))
+    promote_step(cfg, trained.model_version)
+    ctx.say(f"champion: {trained.model_name} version {trained.model_version}")
+    return Champion(cfg, features, trained.model_name, trained.model_version, Path(trained.bundle))
 
 
 def stored_files(cfg: Config, name: str, version: str) -> Path:

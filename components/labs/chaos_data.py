@@ -35,7 +35,7 @@ def feed_bug(ctx: Context) -> list[Check]:
     corrupted = _corrupt(storage.read_parquet(uri))
     storage.write_parquet(uri, corrupted)
     ctx.say(f"week {name}: service_time_s divided by 60 (the feed now sends minutes)")
-    version = ingest(root, ctx.workspace / "ingest")["data_version"]
+    version = ingest(root, ctx.workspace / "ingest").data_version
     try:
         validate_dataset(ctx.cfg, root, version, ctx.workspace / "validate")
         stopped = Check("the run stops at validation", False, "validate_dataset accepted the dataset")
@@ -85,9 +85,9 @@ def resalted_keys(ctx: Context) -> list[Check]:
     known_before = len(before & earlier) / max(len(before), 1)
     known_after = len(set(frame["customer_key"]) & earlier) / max(len(before), 1)
     ctx.say(f"week {name}: customer keys re-salted; customers seen before: {known_before:.0%} -> {known_after:.0%}")
-    version = ingest(root, ctx.workspace / "ingest")["data_version"]
+    version = ingest(root, ctx.workspace / "ingest").data_version
     summary = validate_dataset(ctx.cfg, root, version, ctx.workspace / "validate", fail_on_rejected=False)
-    by_batch = {b["batch"]: b for b in summary["batches"]}
+    by_batch = {b["batch"]: b for b in summary.batches}
     flagged = _mentions_customers(by_batch[name]["warnings"] + by_batch[name]["errors"])
     false_alarms = {b: _mentions_customers(r["warnings"] + r["errors"]) for b, r in by_batch.items() if b != name}
     false_alarms = {b: m for b, m in false_alarms.items() if m}

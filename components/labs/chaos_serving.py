@@ -54,7 +54,7 @@ def worse_canary(ctx: Context) -> list[Check]:
     test = pd.read_parquet(champ.features / TEST)
     evaluated = canary_check(Predictor.load(champ.bundle), test, float("inf"), 0.0)["mae"]
     good = deploy_step(cfg, champ.features, evaluated)
-    ctx.say(f"version {champ.version} passes its canary: MAE {good['mae']:.1f} s (evaluated {evaluated:.1f} s)")
+    ctx.say(f"version {champ.version} passes its canary: MAE {good.details['mae']:.1f} s (evaluated {evaluated:.1f} s)")
     bad = _register_untrained(champ, ctx)
     promote_step(cfg, bad)
     ctx.say(f"version {bad} promoted (its bundle holds untrained weights); deploying it")
@@ -66,8 +66,8 @@ def worse_canary(ctx: Context) -> list[Check]:
         failed = Check("the canary of the worse version fails", f"version {bad}" in str(exc), str(exc)[:300])
     after = tracking.alias_version(cfg, tracking.CHAMPION)
     return [
-        Check("the good version passes the same canary", not good["problems"],
-              f"version {champ.version}: MAE {good['mae']:.1f} s vs evaluated {evaluated:.1f} s"),
+        Check("the good version passes the same canary", not good.details["problems"],
+              f"version {champ.version}: MAE {good.details['mae']:.1f} s vs evaluated {evaluated:.1f} s"),
         failed,
         Check("the worse version is clearly worse", bad_mae > evaluated * (1 + cfg.deploy.mae_tolerance),
               f"version {bad}: MAE {bad_mae:.1f} s vs evaluated {evaluated:.1f} s (tolerance {cfg.deploy.mae_tolerance:.0%})"),

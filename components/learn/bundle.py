@@ -18,13 +18,20 @@ import torch
 from components.core.config import CalibrationConfig
 from components.data.drift import Reference
 from components.learn.calibration import Calibration
-from components.learn.features import REFERENCE_FILE, TRANSFORM_FILE, FeatureTransform, apply_snapshot, history_snapshot
+from components.learn.features import (
+    HISTORY_FILE,
+    REFERENCE_FILE,
+    TRANSFORM_FILE,
+    FeatureTransform,
+    apply_snapshot,
+    history_snapshot,
+)
 from components.learn.model import NetConfig, ServiceTimeNet, predict_seconds
 
 WEIGHTS = "model.pt"
 NET = "net.json"
 TRANSFORM = TRANSFORM_FILE
-HISTORY = "customer_history.parquet"
+HISTORY = HISTORY_FILE
 REFERENCE = REFERENCE_FILE
 METADATA = "metadata.json"
 CALIBRATION = "calibration.json"  # {"model": Calibration, "rules": Calibration}, fitted on the validation weeks

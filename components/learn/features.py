@@ -30,6 +30,7 @@ TRAIN, VAL, TEST = "train.npz", "val.npz", "test.parquet"
 # The frames themselves: baselines are fitted on the training weeks, calibration on the validation weeks.
 TRAIN_FRAME, VAL_FRAME = "train.parquet", "val.parquet"
 TRANSFORM_FILE = "transform.json"  # the fitted FeatureTransform
+HISTORY_FILE = "customer_history.parquet"  # each customer's history as of the training data's end
 SPLIT_FILE = "split.json"  # which weeks went where, and the areas seen in training
 
 HISTORY_SHRINK = 2.0  # pseudo-visits at the global mean: one odd visit should not dominate

@@ -17,7 +17,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TypeVar
 
 from components.core.storage import (
     ServiceUnavailable,
@@ -28,8 +28,10 @@ from components.core.storage import (
     join,
     s3_reachable,
 )
+from components.steps.outcomes import StepOutcome
 
 log = logging.getLogger(__name__)
+Outcome = TypeVar("Outcome", bound=StepOutcome)
 
 
 class NotRetried(RuntimeError):
@@ -41,11 +43,11 @@ class Rejected(RuntimeError):
     failures derive from it, so this module need not import them."""
 
 
-def record(run_uri: str | None, step: str, data: dict[str, Any]) -> dict[str, Any]:
-    """Write a step's outcome to ``<run_uri>/steps/<step>.json`` (if a run URI is given)."""
+def record(run_uri: str | None, outcome: Outcome) -> Outcome:
+    """Write a step's outcome to ``<run_uri>/steps/<step>.json`` (if a run URI is given); return it."""
     if run_uri:
-        Storage().write_json(join(run_uri, "steps", f"{step}.json"), data)
-    return data
+        Storage().write_json(join(run_uri, "steps", f"{outcome.STEP}.json"), outcome.record())
+    return outcome
 
 
 def s3_endpoint() -> str | None:

@@ -23,6 +23,7 @@ from components.learn import tracking
 from components.learn.bundle import Predictor
 from components.learn.features import TEST
 from components.steps import Rejected, guarded, record
+from components.steps.outcomes import Deployed
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +82,12 @@ def kubernetes_rollout(cfg: Config, name: str, version: str, test: pd.DataFrame)
                           set_production=set_production, traffic=lambda s: deploy.drive_traffic(url, bodies, s))
 
 
-def deploy_step(cfg: Config, features_dir: str | Path, expected_mae: float, run_uri: str | None = None) -> dict:
+def deploy_step(cfg: Config, features_dir: str | Path, expected_mae: float, run_uri: str | None = None) -> Deployed:
     with guarded("deploy", run_uri, tracking.tracking_uri(cfg)):
         return _deploy_step(cfg, features_dir, expected_mae, run_uri)
 
 
-def _deploy_step(cfg: Config, features_dir: str | Path, expected_mae: float, run_uri: str | None = None) -> dict:
+def _deploy_step(cfg: Config, features_dir: str | Path, expected_mae: float, run_uri: str | None = None) -> Deployed:
     tracking.setup(cfg)
     name = tracking.model_name(cfg)
     version = tracking.alias_version(cfg, tracking.CHAMPION)
@@ -97,7 +98,7 @@ def _deploy_step(cfg: Config, features_dir: str | Path, expected_mae: float, run
         if not outcome.get("promoted"):
             rolled = tracking.rollback(cfg)
             raise DeployFailed(f"canary of version {version} failed ({outcome.get('reasons')}); champion back to {rolled['to']}")
-        return record(run_uri, "deploy", {"backend": "kubernetes", "version": version, **outcome})
+        return record(run_uri, Deployed("kubernetes", version, outcome))
     test = pd.read_parquet(Path(features_dir) / TEST)
     with tempfile.TemporaryDirectory() as tmp:
         predictor = Predictor.load(tracking.download_model(f"models:/{name}@{tracking.CHAMPION}", tmp))
@@ -107,5 +108,5 @@ def _deploy_step(cfg: Config, features_dir: str | Path, expected_mae: float, run
         raise DeployFailed(f"version {version} failed its canary check: {'; '.join(check['problems'])}; "
                            f"champion rolled back to {rolled['to']}")
     log.info("champion %s version %s passed its canary check (MAE %.1f s on %d stops)", name, version, check["mae"], check["rows"])
-    return record(run_uri, "deploy", {"backend": "local", "name": name, "version": version,
-                                      "uri": f"models:/{name}@{tracking.CHAMPION}", **check})
+    return record(run_uri, Deployed("local", version, {"name": name, "uri": f"models:/{name}@{tracking.CHAMPION}",
+                                                       **check}))

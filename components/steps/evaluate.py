@@ -17,6 +17,7 @@ from components.learn import tracking
 from components.learn.bundle import Predictor
 from components.learn.features import SPLIT_FILE, TEST, TRAIN_FRAME, VAL_FRAME
 from components.steps import guarded, record
+from components.steps.outcomes import Evaluated
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,13 @@ def load_champion(cfg: Config) -> Predictor | None:
 
 
 def evaluate_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path, out_dir: str | Path,
-                  run_id: str | None = None, run_uri: str | None = None) -> dict:
+                  run_id: str | None = None, run_uri: str | None = None) -> Evaluated:
     with guarded("evaluate", run_uri, tracking.tracking_uri(cfg)):
         return _evaluate_step(cfg, features_dir, bundle_dir, out_dir, run_id, run_uri)
 
 
 def _evaluate_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path, out_dir: str | Path,
-                   run_id: str | None = None, run_uri: str | None = None) -> dict:
+                   run_id: str | None = None, run_uri: str | None = None) -> Evaluated:
     features_dir, out = Path(features_dir), Path(out_dir)
     tracking.setup(cfg)
     test = pd.read_parquet(features_dir / TEST)
@@ -67,11 +68,10 @@ def _evaluate_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path
             mlflow.log_artifacts(str(out), "evaluation")
     for reason in ev.verdict["reasons"]:
         log.info("%s", reason)
-    return record(run_uri, "evaluate", {
-        "blessed": ev.verdict["blessed"], "reasons": ev.verdict["reasons"], "metrics": ev.metrics,
-        "route_kpi": {k: v for k, v in ev.route_kpi.items()},
-        "champion_version": champion.version if champion else None, "report": str(report),
-        "importance": ev.importance, "intervals": {k: v for k, v in ev.intervals.items() if k != "by_window"},
-        "fairness": ev.fairness,
-        "windows": {w: {"weeks": d["weeks"], "metrics": d["metrics"], "route_kpi": d["route_kpi"]} for w, d in ev.windows.items()},
-        "champion_test": ev.champion_test})
+    return record(run_uri, Evaluated(
+        blessed=ev.verdict["blessed"], reasons=ev.verdict["reasons"], metrics=ev.metrics, route_kpi=dict(ev.route_kpi),
+        champion_version=champion.version if champion else None, report=str(report), importance=ev.importance,
+        intervals={k: v for k, v in ev.intervals.items() if k != "by_window"}, fairness=ev.fairness,
+        windows={w: {"weeks": d["weeks"], "metrics": d["metrics"], "route_kpi": d["route_kpi"]}
+                 for w, d in ev.windows.items()},
+        champion_test=ev.champion_test))

@@ -12,6 +12,7 @@ from components.core.config import Config
 from components.core.schema import LABEL
 from components.data.drift import build_reference
 from components.learn.features import (
+    HISTORY_FILE,
     REFERENCE_FILE,
     SPLIT_FILE,
     TEST,
@@ -25,6 +26,7 @@ from components.learn.features import (
 )
 from components.learn.train import Arrays
 from components.steps import record
+from components.steps.outcomes import Featurized
 
 
 def encode(transform: FeatureTransform, frame: pd.DataFrame) -> Arrays:
@@ -32,7 +34,7 @@ def encode(transform: FeatureTransform, frame: pd.DataFrame) -> Arrays:
     return Arrays(cats, nums, frame[LABEL].to_numpy(np.float32))
 
 
-def featurize(cfg: Config, clean_path: str | Path, out_dir: str | Path, run_uri: str | None = None) -> dict:
+def featurize(cfg: Config, clean_path: str | Path, out_dir: str | Path, run_uri: str | None = None) -> Featurized:
     clean = pd.read_parquet(clean_path)
     splits, transform, snapshot = build_features(clean, cfg.split.val_weeks, cfg.split.test_weeks)
     out = Path(out_dir)
@@ -43,10 +45,9 @@ def featurize(cfg: Config, clean_path: str | Path, out_dir: str | Path, run_uri:
     splits["train"].to_parquet(out / TRAIN_FRAME, index=False)
     splits["val"].to_parquet(out / VAL_FRAME, index=False)
     transform.save(out / TRANSFORM_FILE)
-    snapshot.to_parquet(out / "customer_history.parquet", index=False)
+    snapshot.to_parquet(out / HISTORY_FILE, index=False)
     (out / REFERENCE_FILE).write_text(json.dumps(build_reference(splits["train"]).to_dict()))
     weeks = {k: sorted(v["batch"].unique().tolist()) for k, v in splits.items()}
     (out / SPLIT_FILE).write_text(json.dumps({"weeks": weeks, "rows": {k: len(v) for k, v in splits.items()},
                                                 "train_areas": sorted(splits["train"]["area_id"].astype(str).unique())}, indent=1))
-    return record(run_uri, "features", {"rows": {k: len(v) for k, v in splits.items()},
-                                        "test_weeks": weeks["test"], "path": str(out)})
+    return record(run_uri, Featurized({k: len(v) for k, v in splits.items()}, weeks["test"], str(out)))

@@ -10,16 +10,17 @@ from components.core.storage import to_parquet_bytes
 from components.data.datasets import DatasetStore
 from components.data.simulator import generate
 from components.steps import guarded, record
+from components.steps.outcomes import Ingested
 
 
 def ingest(data_root: str, out_dir: str | Path, last_weeks: int = 0, run_uri: str | None = None,
-           simulate_if_empty: DataConfig | None = None) -> dict:
+           simulate_if_empty: DataConfig | None = None) -> Ingested:
     with guarded("ingest", run_uri, uris=(data_root,)):
         return _ingest(data_root, out_dir, last_weeks, run_uri, simulate_if_empty)
 
 
 def _ingest(data_root: str, out_dir: str | Path, last_weeks: int = 0, run_uri: str | None = None,
-            simulate_if_empty: DataConfig | None = None) -> dict:
+            simulate_if_empty: DataConfig | None = None) -> Ingested:
     """Freeze the landing zone into a version. With ``simulate_if_empty``, an empty landing
     zone (a fresh cluster's bucket) is first filled by the simulator, the lab's data source."""
     store = DatasetStore(data_root)
@@ -32,8 +33,8 @@ def _ingest(data_root: str, out_dir: str | Path, last_weeks: int = 0, run_uri: s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").write_text(json.dumps({**manifest.to_dict(), "root": data_root}, indent=2))
-    return record(run_uri, "ingest", {"data_version": manifest.version, "rows": manifest.rows,
-                                      "weeks": len(manifest.batches), "uri": store.version_uri(manifest.version)})
+    return record(run_uri, Ingested(manifest.version, manifest.rows, len(manifest.batches),
+                                    store.version_uri(manifest.version)))
 
 
 def generate_raw(cfg: DataConfig, data_root: str, weeks: range | None = None) -> list[str]:

@@ -15,12 +15,21 @@ from components.core.storage import Storage, file_lock, join, local_path
 from components.data.drift import Reference
 from components.learn import tracking
 from components.learn.bundle import calibrate_bundle, save_bundle
-from components.learn.features import REFERENCE_FILE, TRAIN, TRANSFORM_FILE, VAL, VAL_FRAME, FeatureTransform
+from components.learn.features import (
+    HISTORY_FILE,
+    REFERENCE_FILE,
+    TRAIN,
+    TRANSFORM_FILE,
+    VAL,
+    VAL_FRAME,
+    FeatureTransform,
+)
 from components.learn.planning import calibrate_windows
 from components.learn.ray_train import train_with_ray
 from components.learn.train import Arrays, TrainResult, net_config, train_in_process
 from components.learn.tune import apply_tuned
 from components.steps import guarded, record
+from components.steps.outcomes import Trained
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +75,13 @@ def fit(cfg: Config, features_dir: Path, run_name: str, data_version: str = "") 
 
 
 def train_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path, data_version: str,
-               run_uri: str | None = None) -> dict:
+               run_uri: str | None = None) -> Trained:
     with guarded("train", run_uri, tracking.tracking_uri(cfg)):
         return _train_step(cfg, features_dir, bundle_dir, data_version, run_uri)
 
 
 def _train_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path, data_version: str,
-                run_uri: str | None = None) -> dict:
+                run_uri: str | None = None) -> Trained:
     """Train, calibrate, log and register a candidate.
 
     When ``train.use_tuned`` is true and ``<workspace>/tuning/best.json`` exists (written by
@@ -94,15 +103,14 @@ def _train_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path, d
         for h in result.history:
             mlflow.log_metrics({"train_loss": h["train_loss"], "val_mae_s": h["val_mae_s"],
                                 "epoch_seconds": h["epoch_seconds"]}, step=int(h["epoch"]))
-        summary = {"train_seconds": result.seconds, "samples_per_s": result.samples_per_s,
-                   "best_val_mae_s": result.best_val_mae, "best_epoch": result.best_epoch,
-                   **{k: v for k, v in result.extra.items() if isinstance(v, (int, float))}}
-        mlflow.log_metrics(summary)
+        timings = {k: v for k, v in result.extra.items() if isinstance(v, (int, float))}
+        mlflow.log_metrics({"train_seconds": result.seconds, "samples_per_s": result.samples_per_s,
+                            "best_val_mae_s": result.best_val_mae, "best_epoch": result.best_epoch, **timings})
         metadata = {"run_id": run.info.run_id, **tags, "num_workers": result.num_workers,
                     "best_val_mae_s": result.best_val_mae}
         bundle = save_bundle(
             bundle_dir, result.state_dict, result.net, FeatureTransform.load(features_dir / TRANSFORM_FILE),
-            pd.read_parquet(features_dir / "customer_history.parquet"),
+            pd.read_parquet(features_dir / HISTORY_FILE),
             Reference.from_dict(json.loads((features_dir / REFERENCE_FILE).read_text())), metadata)
         # Before logging: the registered model carries its mean correction and interval calibration.
         val_frame = pd.read_parquet(features_dir / VAL_FRAME)
@@ -116,8 +124,7 @@ def _train_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path, d
         version = tracking.register(cfg, model_uri, tags={"data_version": data_version, "run_id": run.info.run_id})
     log.info("trained in %.1f s (%.0f samples/s), best val MAE %.1f s; registered %s version %s",
              result.seconds, result.samples_per_s, result.best_val_mae, tracking.model_name(cfg), version)
-    return record(run_uri, "train", {"run_id": run.info.run_id, "model_uri": model_uri, "model_version": version,
-                                     "model_name": tracking.model_name(cfg), "bundle": str(bundle),
-                                     "num_workers": result.num_workers, **summary,
-                                     "train_settings": cfg.train.model_dump(mode="json"),
-                                     "tuned_from": str(tuned_path) if tuned else None})
+    return record(run_uri, Trained(run.info.run_id, model_uri, version, tracking.model_name(cfg), str(bundle),
+                                   result.num_workers, result.seconds, result.samples_per_s, result.best_val_mae,
+                                   result.best_epoch, cfg.train.model_dump(mode="json"),
+                                   str(tuned_path) if tuned else None, timings))

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import fields
 from pathlib import Path
 
 from components.core.config import Config
 from components.steps import record
+from components.steps.outcomes import Tuned
 
 log = logging.getLogger(__name__)
 
 
 def tune_step(cfg: Config, features_dir: str | Path, trials: int, data_version: str,
-              run_uri: str | None = None) -> dict:
+              run_uri: str | None = None) -> Tuned:
     """Run ``trials`` trials on the prepared features; return (and record) the best settings.
 
     ``settings_json`` is what the train step lays over its config: the best trial's
@@ -22,7 +24,7 @@ def tune_step(cfg: Config, features_dir: str | Path, trials: int, data_version: 
     ``tuning/best.json`` an earlier ``servicetime tune`` left in the workspace).
     """
     if trials <= 0:
-        return record(run_uri, "tune", {"trials": 0, "settings_json": ""})
+        return record(run_uri, Tuned(0, ""))
     from components.learn import tune
 
     started = time.perf_counter()
@@ -34,6 +36,5 @@ def tune_step(cfg: Config, features_dir: str | Path, trials: int, data_version: 
     else:
         results = tune.search_features(cfg, features_dir, trials, tune.tuning_dir(cfg) / "ray")
     summary = tune.finish_search(cfg, results, data_version, started)
-    keep = ("trials", "best_trial", "best_val_mae_s", "defaults_val_mae_s", "improvement_pct", "early_stopped",
-            "best_settings", "mlflow_run_id", "seconds")
-    return record(run_uri, "tune", {k: summary[k] for k in keep} | {"settings_json": json.dumps(summary["best_settings"])})
+    kept = {f.name: summary[f.name] for f in fields(Tuned) if f.name in summary}
+    return record(run_uri, Tuned(**kept, settings_json=json.dumps(summary["best_settings"])))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +20,7 @@ from components.data.validation import (
     validate_batch,
 )
 from components.steps import Rejected, record
+from components.steps.outcomes import Validated
 
 log = logging.getLogger(__name__)
 CLEAN_FILE = "clean.parquet"  # every accepted batch's rows: what featurize reads
@@ -49,7 +51,7 @@ def _reference(store: DatasetStore, version: str, batches: list[str], cfg: Confi
 
 
 def validate_dataset(cfg: Config, data_root: str, version: str, out_dir: str | Path, report_path: str | Path | None = None,
-                     fail_on_rejected: bool = True, reference: Reference | None = None, run_uri: str | None = None) -> dict:
+                     fail_on_rejected: bool = True, reference: Reference | None = None, run_uri: str | None = None) -> Validated:
     store = DatasetStore(data_root)
     manifest = store.manifest(version)
     batches = list(manifest.batches)
@@ -82,19 +84,20 @@ def validate_dataset(cfg: Config, data_root: str, version: str, out_dir: str | P
     if accepted:
         pd.concat([r.accepted_rows.assign(batch=r.batch) for r in results if r.accepted], ignore_index=True) \
             .to_parquet(out / CLEAN_FILE, index=False)
-    summary = {**totals, "accepted": not rejected, "data_version": version,
-               "clean_version": clean.version if clean else None,
-               "rejected_batches": {r["batch"]: r["errors"] for r in rejected},
-               "quarantine_uri": join(data_root, "quarantine", version), "batches": reports}
-    (out / "validation.json").write_text(json.dumps(summary, indent=2, default=str))
+    summary = Validated(**totals, accepted=not rejected, data_version=version,
+                        clean_version=clean.version if clean else None,
+                        rejected_batches={r["batch"]: r["errors"] for r in rejected},
+                        quarantine_uri=join(data_root, "quarantine", version), batches=reports)
+    (out / "validation.json").write_text(json.dumps(asdict(summary), indent=2, default=str))
     (out / REFERENCE_FILE).write_text(json.dumps(reference.to_dict()))
     markdown = render_markdown(reports)
     (out / "report.md").write_text(markdown)
     if report_path:
         Path(report_path).parent.mkdir(parents=True, exist_ok=True)
         Path(report_path).write_text(markdown)
-    record(run_uri, "validate", {k: v for k, v in summary.items() if k != "batches"})
+    record(run_uri, summary)
     if rejected and fail_on_rejected:
-        reasons = "; ".join(f"{b}: {', '.join(e)}" for b, e in summary["rejected_batches"].items())
-        raise ValidationFailed(f"{len(rejected)} batch(es) rejected: {reasons}. Quarantined rows kept under {summary['quarantine_uri']}")
+        reasons = "; ".join(f"{b}: {', '.join(e)}" for b, e in summary.rejected_batches.items())
+        raise ValidationFailed(f"{len(rejected)} batch(es) rejected: {reasons}. "
+                               f"Quarantined rows kept under {summary.quarantine_uri}")
     return summary

@@ -186,7 +186,7 @@ def default_features() -> DefaultFeatures:
     cfg = load_config(None, {"workspace": str(root / "ws")})
     data = root / "data"
     generate_raw(cfg.data, str(data))
-    version = ingest(str(data), str(root / "ingest"))["data_version"]
+    version = ingest(str(data), str(root / "ingest")).data_version
     validate_dataset(cfg, str(data), version, str(root / "validate"))
     featurize(cfg, str(root / "validate" / "clean.parquet"), str(root / "features"))
     d = root / "features"

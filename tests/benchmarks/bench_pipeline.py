@@ -73,7 +73,7 @@ def run_direct(cfg, data_root: str) -> tuple[float, dict, dict[str, float]]:
     from components.steps.register import promote_step
     from components.steps.summary import summarize
     from components.steps.train import train_step
-    from components.steps.validate import validate_dataset
+    from components.steps.validate import CLEAN_FILE, validate_dataset
 
     ws, run_uri = Path(cfg.workspace), str(Path(cfg.workspace) / "runs" / "bench")
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_workers": 0})})
@@ -86,15 +86,15 @@ def run_direct(cfg, data_root: str) -> tuple[float, dict, dict[str, float]]:
         return out
 
     started = time.perf_counter()
-    version = timed("ingest", ingest, data_root, ws / "ingest", 0, run_uri)["data_version"]
+    version = timed("ingest", ingest, data_root, ws / "ingest", 0, run_uri).data_version
     clean = timed("validate", validate_dataset, cfg, data_root, version, ws / "validate", run_uri=run_uri)
-    timed("features", featurize, cfg, ws / "validate" / "clean.parquet", ws / "features", run_uri)
-    trained = timed("train", train_step, cfg, ws / "features", ws / "model", clean["clean_version"], run_uri)
+    timed("features", featurize, cfg, ws / "validate" / CLEAN_FILE, ws / "features", run_uri)
+    trained = timed("train", train_step, cfg, ws / "features", ws / "model", clean.clean_version, run_uri)
     evaluated = timed("evaluate", evaluate_step, cfg, ws / "features", ws / "model", ws / "evaluation",
-                      trained["run_id"], run_uri)
-    if evaluated["blessed"]:
-        timed("register", promote_step, cfg, trained["model_version"], run_uri)
-        timed("deploy", deploy_step, cfg, ws / "features", float(evaluated["metrics"]["candidate"]["mae"]), run_uri)
+                      trained.run_id, run_uri)
+    if evaluated.blessed:
+        timed("register", promote_step, cfg, trained.model_version, run_uri)
+        timed("deploy", deploy_step, cfg, ws / "features", float(evaluated.metrics["candidate"]["mae"]), run_uri)
     summary = timed("summary", summarize, run_uri)
     return time.perf_counter() - started, summary, steps
 

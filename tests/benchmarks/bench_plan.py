@@ -42,7 +42,7 @@ def test_bench_plan(tmp_path):
     cfg = feats.cfg.model_copy(update={"workspace": str(tmp_path / "ws"),
                                        "train": feats.cfg.train.model_copy(update={"num_workers": 0})})
     trained = train_step(cfg, feats.dir, tmp_path / "model", "bench")
-    promote_step(cfg, trained["model_version"])
+    promote_step(cfg, trained.model_version)
     rows = []
     for lo, hi in BLOCKS:
         orders = pd.concat([simulated_orders(cfg.data, w, keep_labels=True) for w in range(lo, hi + 1)])

@@ -40,15 +40,15 @@ def lab_workspace(tmp_path_factory) -> Path:
     cfg = tiny_config(ws, **{"train.num_workers": 0})
     root = str(ws / "data")
     generate_raw(cfg.data, root)
-    version = ingest(root, ws / "ingest")["data_version"]
-    clean = validate_dataset(cfg, root, version, ws / "validate", fail_on_rejected=False)["clean_version"]
+    version = ingest(root, ws / "ingest").data_version
+    clean = validate_dataset(cfg, root, version, ws / "validate", fail_on_rejected=False).clean_version
     featurize(cfg, ws / "validate" / "clean.parquet", ws / "features")
     trained = train_step(cfg, ws / "features", ws / "model", clean)
-    evaluate_step(cfg, ws / "features", ws / "model", ws / "evaluation", run_id=trained["run_id"])
-    promote_step(cfg, trained["model_version"])
+    evaluate_step(cfg, ws / "features", ws / "model", ws / "evaluation", run_id=trained.run_id)
+    promote_step(cfg, trained.model_version)
     weak_cfg = tiny_config(ws, **{"train.num_workers": 0, "train.epochs": 1, "train.lr": 3e-4})
     weak = train_step(weak_cfg, ws / "features", ws / "model-weak", clean)
-    evaluate_step(weak_cfg, ws / "features", ws / "model-weak", ws / "evaluation-weak", run_id=weak["run_id"])
+    evaluate_step(weak_cfg, ws / "features", ws / "model-weak", ws / "evaluation-weak", run_id=weak.run_id)
 
     # Notebook 05's server: follows the champion, answers, stops on SIGTERM.
     port = free_port()

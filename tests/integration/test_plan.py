@@ -27,11 +27,11 @@ def champion(tmp_path_factory):
     cfg = tiny_config(ws / "ws", **{"train.num_workers": 0})
     root = str(ws / "ws" / "data")
     generate_raw(cfg.data, root)
-    version = ingest(root, ws / "ingest")["data_version"]
+    version = ingest(root, ws / "ingest").data_version
     validated = validate_dataset(cfg, root, version, ws / "validate")
     featurize(cfg, ws / "validate" / "clean.parquet", ws / "features")
-    trained = train_step(cfg, ws / "features", ws / "model", validated["clean_version"])
-    promote_step(cfg, trained["model_version"])
+    trained = train_step(cfg, ws / "features", ws / "model", validated.clean_version)
+    promote_step(cfg, trained.model_version)
     return cfg, ws, trained
 
 
@@ -103,5 +103,5 @@ def test_plan_pipeline_on_the_local_runner(champion, tmp_path):
     assert list(plan.columns) == list(PLAN_COLUMNS) and np.isfinite(plan["service_time_s"]).all()
     # The same champion, transform and calibration as `servicetime plan`: the same plan.
     direct = plan_file(cfg, str(tmp_path / "orders.parquet"), str(tmp_path / "direct.parquet"))
-    assert direct["model_version"] == trained["model_version"]
+    assert direct["model_version"] == trained.model_version
     pd.testing.assert_frame_equal(plan, pd.read_parquet(tmp_path / "direct.parquet"))

@@ -51,7 +51,7 @@ def test_landing_zone_to_version_on_s3(s3_server, tiny_cfg):
     names = generate_raw(tiny_cfg.data, root, range(4))
     assert DatasetStore(root).raw_batches() == names
     out = ingest(root, tiny_cfg.workspace + "/ingest", last_weeks=2)
-    assert out["weeks"] == 2 and out["uri"].startswith("s3://st-landing/lab/datasets/")
+    assert out.weeks == 2 and out.uri.startswith("s3://st-landing/lab/datasets/")
 
 
 def test_empty_landing_zone_is_filled_by_the_simulator_when_asked(s3_server, tiny_cfg):
@@ -62,7 +62,7 @@ def test_empty_landing_zone_is_filled_by_the_simulator_when_asked(s3_server, tin
     with pytest.raises(StorageError, match="generate data first"):
         ingest(root, tiny_cfg.workspace + "/no")
     out = ingest(root, tiny_cfg.workspace + "/yes", simulate_if_empty=tiny_cfg.data)
-    assert out["weeks"] == tiny_cfg.data.weeks and len(DatasetStore(root).raw_batches()) == tiny_cfg.data.weeks
+    assert out.weeks == tiny_cfg.data.weeks and len(DatasetStore(root).raw_batches()) == tiny_cfg.data.weeks
 
 
 def test_a_second_server_ignores_the_callers_aws_credentials(s3_server, tmp_path):

@@ -63,8 +63,8 @@ def test_tune_four_trials_child_runs_and_train_uses_the_best(tmp_path):
     # A following train step uses the tuned settings and records them.
     features = tmp_path / "ws" / "tuning" / "work" / "features"
     out = train_step(cfg, features, tmp_path / "bundle", summary["data_version"])
-    assert out["tuned_from"].endswith("tuning/best.json")
-    assert {k: out["train_settings"][k] for k in best["settings"]} == best["settings"]
-    params = client.get_run(out["run_id"]).data.params
+    assert out.tuned_from.endswith("tuning/best.json")
+    assert {k: out.train_settings[k] for k in best["settings"]} == best["settings"]
+    params = client.get_run(out.run_id).data.params
     assert float(params["train.lr"]) == best["settings"]["lr"]
     assert int(params["train.batch_size"]) == best["settings"]["batch_size"]

@@ -52,12 +52,12 @@ def trained(tmp_path_factory) -> Trained:
     root = ws / "data"
     generate_raw(cfg.data, str(root))
     ing = ingest(str(root), str(ws / "a" / "ingest"))
-    val = validate_dataset(cfg, str(root), ing["data_version"], str(ws / "a" / "validate"))
+    val = validate_dataset(cfg, str(root), ing.data_version, str(ws / "a" / "validate"))
     featurize(cfg, str(ws / "a" / "validate" / "clean.parquet"), str(ws / "a" / "features"))
-    v1 = train_step(cfg, ws / "a" / "features", ws / "a" / "model1", val["clean_version"])
-    promote_step(cfg, v1["model_version"])
+    v1 = train_step(cfg, ws / "a" / "features", ws / "a" / "model1", val.clean_version)
+    promote_step(cfg, v1.model_version)
     cfg2 = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": 99, "epochs": 1})})
-    train_step(cfg2, ws / "a" / "features", ws / "a" / "model2", val["clean_version"])
+    train_step(cfg2, ws / "a" / "features", ws / "a" / "model2", val.clean_version)
     assert tracking.alias_version(cfg, tracking.CHAMPION) == "1"
     test = pd.read_parquet(ws / "a" / "features" / "test.parquet")
     return Trained(cfg, ws, ws / "a" / "model1", ws / "a" / "model2", tracking.tracking_uri(cfg),

@@ -49,14 +49,14 @@ def test_truncated_week_is_rejected_by_name_and_the_other_weeks_go_on(tmp_path, 
     Storage().write_bytes(raw, data[: len(data) // 2])  # a copy cut off half-way: no Parquet footer
     cfg = tiny_config(tmp_path / "ws")
 
-    version = ingest(root, tmp_path / "ingest")["data_version"]  # ingest keeps the file, does not crash
+    version = ingest(root, tmp_path / "ingest").data_version  # ingest keeps the file, does not crash
     manifest = DatasetStore(root).manifest(version)
     assert broken in manifest.unreadable
 
     summary = validate_dataset(cfg, root, version, tmp_path / "validate", fail_on_rejected=False)
-    assert list(summary["rejected_batches"]) == [broken]
-    assert f"{broken}.parquet" in summary["rejected_batches"][broken][0]
-    assert summary["rows_accepted"] > 0 and summary["clean_version"]
+    assert list(summary.rejected_batches) == [broken]
+    assert f"{broken}.parquet" in summary.rejected_batches[broken][0]
+    assert summary.rows_accepted > 0 and summary.clean_version
     clean = pd.read_parquet(tmp_path / "validate" / "clean.parquet")
     assert set(clean["batch"]) == set(names) - {broken}
     kept = Storage().list(f"{root}/quarantine/{version}")

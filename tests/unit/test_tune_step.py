@@ -11,8 +11,8 @@ from pipelines.parameters import config_json_for
 def test_tune_step_off_returns_no_settings_and_records_it(tmp_path):
     run_uri = str(tmp_path / "run")
     out = tune_step(config_with(""), tmp_path / "no-features", 0, "abc", run_uri)
-    assert out == {"trials": 0, "settings_json": ""}
-    assert json.loads((tmp_path / "run" / "steps" / "tune.json").read_text()) == out
+    assert out.trials == 0 and out.settings_json == ""
+    assert json.loads((tmp_path / "run" / "steps" / "tune.json").read_text()) == out.record()
 
 
 def test_best_settings_json_round_trips_through_the_train_ops_overlay():
