@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +23,12 @@ from components.learn.features import (
     HISTORY_FILE,
     REFERENCE_FILE,
     TRANSFORM_FILE,
+    Columns,
     FeatureTransform,
-    apply_snapshot,
+    HistoryLookup,
     history_snapshot,
 )
-from components.learn.model import NetConfig, ServiceTimeNet, predict_seconds
+from components.learn.model import NetConfig, ServiceTimeNet, predict_seconds, seconds_from
 
 WEIGHTS = "model.pt"
 NET = "net.json"
@@ -35,6 +37,7 @@ HISTORY = HISTORY_FILE
 REFERENCE = REFERENCE_FILE
 METADATA = "metadata.json"
 CALIBRATION = "calibration.json"  # {"model": Calibration, "rules": Calibration}, fitted on the validation weeks
+REQUEST_ROWS = 65536  # up to this many stops score in one batch, without autograd bookkeeping
 
 
 def save_bundle(out_dir: str | Path, state_dict: dict, net: NetConfig, transform: FeatureTransform,
@@ -99,24 +102,33 @@ class Predictor:
                    calibration=Calibration.from_dict(cal["model"]) if "model" in cal else Calibration(),
                    rules_calibration=Calibration.from_dict(cal["rules"]) if "rules" in cal else None)
 
-    def raw_predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """The network's own output in seconds, before calibration; customer history comes
-        from the bundle's snapshot unless the frame already carries point-in-time history columns."""
-        if "cust_prev_count" not in frame:
-            frame = apply_snapshot(frame, self.history)
-        cats, nums = self.transform.transform(frame)
-        with torch.inference_mode():
-            return predict_seconds(self.model, cats, nums).numpy().astype(float)
+    @cached_property
+    def lookup(self) -> HistoryLookup:
+        return HistoryLookup(self.history)
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+    def raw_predict(self, cols: Columns) -> np.ndarray:
+        """The network's own output in seconds, before calibration, for a frame or request columns;
+        customer history comes from the bundle's snapshot unless the columns carry point-in-time history."""
+        if "cust_prev_count" not in cols:
+            cols = _with(cols, self.lookup.columns(cols["customer_key"]))
+        cats, nums = self.transform.transform(cols)
+        if len(cats) <= REQUEST_ROWS:
+            return seconds_from(self.model, cats, nums)
+        return predict_seconds(self.model, cats, nums).numpy().astype(float)
+
+    def predict(self, cols: Columns) -> np.ndarray:
         """Service time in seconds: the calibrated mean (what a route plan adds up)."""
-        return self.calibration.mean(self.raw_predict(frame), self.calibration.segments_of(frame))
+        return self.calibration.mean(self.raw_predict(cols), self.calibration.segments_of(cols))
 
-    def predict_interval(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict_interval(self, cols: Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mean, low, high) in seconds: the central interval of nominal coverage around the mean."""
-        segments = self.calibration.segments_of(frame)
-        mean = self.calibration.mean(self.raw_predict(frame), segments)
-        return (mean, *self.calibration.interval(mean, segments))
+        return self.calibration.apply(self.raw_predict(cols), self.calibration.segments_of(cols))
+
+
+def _with(cols: Columns, extra: dict[str, np.ndarray]) -> Columns:
+    if isinstance(cols, pd.DataFrame):
+        return cols.assign(**extra)
+    return {**cols, **extra}
 
 
 def calibrate_bundle(bundle_dir: str | Path, val: pd.DataFrame, cfg: CalibrationConfig) -> dict[str, Calibration]:

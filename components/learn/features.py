@@ -16,8 +16,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from itertools import repeat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,17 +39,48 @@ SPLIT_FILE = "split.json"  # which weeks went where, and the areas seen in train
 
 HISTORY_SHRINK = 2.0  # pseudo-visits at the global mean: one odd visit should not dominate
 UNKNOWN = 0
+_MEAN, _STD = "_mean", "_std"  # cached beside the code tables (not category names: those have no underscore)
+
+
+FLOOR_BANDS = ("unknown", "0", "1-2", "3-5", "6+")
+_BAND_EDGES = np.array([0.0, 2.0, 5.0])
+DAY_S = 86400.0
+EPOCH = pd.Timestamp(0, tz="UTC")
+
+# A transform reads columns: a DataFrame's, or the model server's request columns (numbers as float
+# arrays with NaN for missing, text as lists of str, delivered_at as epoch seconds). One code path.
+Columns = Mapping[str, Any]
+
+
+def as_float(values: Any) -> np.ndarray:
+    if isinstance(values, pd.Series):
+        return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return np.asarray(values, dtype=float)
+
+
+def as_text(values: Any) -> list:
+    if isinstance(values, pd.Series):
+        return values.astype(str).tolist()
+    return values if isinstance(values, list) else [str(v) for v in values]
+
+
+def epoch_seconds(values: Any) -> np.ndarray:
+    if isinstance(values, pd.Series):
+        return (pd.to_datetime(values, utc=True) - EPOCH).dt.total_seconds().to_numpy()  # any datetime unit
+    return np.asarray(values, dtype=float)
+
+
+def floor_band_codes(floor: np.ndarray) -> np.ndarray:
+    """Index into FLOOR_BANDS: missing -> unknown, <= 0, <= 2, <= 5, above."""
+    return np.where(np.isnan(floor), 0, np.searchsorted(_BAND_EDGES, floor, side="left") + 1)
 
 
 def floor_band(floor: pd.Series) -> pd.Series:
-    f = pd.to_numeric(floor, errors="coerce")
-    band = np.select([f.isna(), f <= 0, f <= 2, f <= 5], ["unknown", "0", "1-2", "3-5"], default="6+")
-    return pd.Series(band, index=floor.index)
+    return pd.Series(np.asarray(FLOOR_BANDS)[floor_band_codes(as_float(floor))], index=floor.index)
 
 
-def add_time_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    ts = pd.to_datetime(frame[TIMESTAMP], utc=True)
-    return frame.assign(weekday=ts.dt.weekday.astype(str), hour=ts.dt.hour.astype(str), floor_band=floor_band(frame["floor"]))
+def _lookup(index: dict[str, int], values: list, default: int) -> np.ndarray:
+    return np.fromiter(map(index.get, values, repeat(default)), dtype=np.int64, count=len(values))
 
 
 def add_point_in_time_history(frame: pd.DataFrame) -> pd.DataFrame:
@@ -82,14 +117,70 @@ def history_snapshot(frame: pd.DataFrame) -> pd.DataFrame:
                          "sum_log": agg["sum"].to_numpy(float)}).reset_index(drop=True)
 
 
-def apply_snapshot(frame: pd.DataFrame, snapshot: pd.DataFrame) -> pd.DataFrame:
-    looked_up = frame[["customer_key"]].astype({"customer_key": str}).merge(
-        snapshot, on="customer_key", how="left", validate="many_to_one"
-    )
-    return frame.assign(
-        cust_prev_count=looked_up["count"].fillna(0).to_numpy(float),
-        cust_prev_sum_log=looked_up["sum_log"].fillna(0).to_numpy(float),
-    )
+class HistoryLookup:
+    """A history snapshot as the columns a transform reads: customer -> (count, sum of log-seconds).
+    A customer the snapshot never saw has count 0, so ``cust_is_new``."""
+
+    def __init__(self, snapshot: pd.DataFrame):
+        self.position = {k: i for i, k in enumerate(snapshot["customer_key"].astype(str).tolist())}
+        # One zero row at the end: position -1 is "never seen".
+        self.count = np.append(snapshot["count"].to_numpy(float), 0.0)
+        self.sum_log = np.append(snapshot["sum_log"].to_numpy(float), 0.0)
+
+    def columns(self, customer_keys: Any) -> dict[str, np.ndarray]:
+        pos = _lookup(self.position, as_text(customer_keys), -1)
+        return {"cust_prev_count": self.count[pos], "cust_prev_sum_log": self.sum_log[pos]}
+
+
+class _Inputs:
+    """The intermediate columns a transform needs, computed once per call and shared."""
+
+    def __init__(self, cols: Columns, floor_fill: dict[str, float]):
+        self.cols, self.floor_fill = cols, floor_fill
+        self.floor = as_float(cols["floor"])
+        self.elevator = as_float(cols["has_elevator"])
+        self.count = as_float(cols["cust_prev_count"])
+        seconds = epoch_seconds(cols[TIMESTAMP])
+        self.days = np.floor(seconds / DAY_S)
+        self.hour = ((seconds - self.days * DAY_S) // 3600).astype(np.int64)
+        self.weekday = ((self.days + 3) % 7).astype(np.int64)  # 1970-01-01 was a Thursday (weekday 3); UTC
+
+    def num(self, name: str) -> np.ndarray:
+        return as_float(self.cols[name])
+
+    @cached_property
+    def floor_filled(self) -> np.ndarray:
+        types = as_text(self.cols["building_type"])
+        fill = np.fromiter(map(self.floor_fill.get, types, repeat(0.0)), dtype=float, count=len(types))
+        return np.where(np.isnan(self.floor), fill, self.floor)
+
+    @cached_property
+    def elevator_filled(self) -> np.ndarray:
+        return np.where(np.isnan(self.elevator), 0.0, self.elevator)
+
+
+# Every numeric feature, once: training, evaluation, planning and serving all compute them here.
+NUMERIC: dict[str, Callable[[_Inputs, FeatureTransform], np.ndarray]] = {
+    "log_items": lambda x, t: np.log1p(x.num("n_items")),
+    "log_boxes": lambda x, t: np.log1p(x.num("n_boxes")),
+    "boxes": lambda x, t: x.num("n_boxes"),
+    "log_weight": lambda x, t: np.log1p(x.num("weight_kg")),
+    "has_frozen": lambda x, t: x.num("has_frozen"),
+    "floor_filled": lambda x, t: x.floor_filled,
+    "floor_missing": lambda x, t: np.isnan(x.floor).astype(float),
+    "elevator_filled": lambda x, t: x.elevator_filled,
+    "elevator_missing": lambda x, t: np.isnan(x.elevator).astype(float),
+    "no_elevator_floors": lambda x, t: x.floor_filled * (1 - x.elevator_filled),
+    "log_tenure": lambda x, t: np.log1p(x.num("driver_tenure_weeks")),
+    "cust_prev_count_log": lambda x, t: np.log1p(x.count),
+    "cust_prev_mean_log_s": lambda x, t: (x.num("cust_prev_sum_log") + HISTORY_SHRINK * t.prior_log_s)
+    / (x.count + HISTORY_SHRINK),
+    "cust_is_new": lambda x, t: (x.count == 0).astype(float),
+}
+# The categories computed from other columns, as small codes (their text is str(code), or FLOOR_BANDS).
+DERIVED = {"weekday": (lambda x: x.weekday, [str(d) for d in range(7)]),
+           "hour": (lambda x: x.hour, [str(h) for h in range(24)]),
+           "floor_band": (lambda x: floor_band_codes(x.floor), list(FLOOR_BANDS))}
 
 
 @dataclass
@@ -104,51 +195,52 @@ class FeatureTransform:
     categorical: tuple[str, ...] = FEATURES.categorical
     numeric: tuple[str, ...] = FEATURES.numeric
 
-    # -- building the raw numeric matrix -----------------------------------------
-    def _numeric_frame(self, f: pd.DataFrame) -> pd.DataFrame:
-        floor = pd.to_numeric(f["floor"], errors="coerce")
-        fill = f["building_type"].astype(str).map(self.floor_fill).fillna(0.0)
-        floor_filled = floor.fillna(fill)
-        elevator = pd.to_numeric(f["has_elevator"], errors="coerce")
-        elevator_filled = elevator.fillna(0.0)
-        count = f["cust_prev_count"].astype(float)
-        mean_log = (f["cust_prev_sum_log"].astype(float) + HISTORY_SHRINK * self.prior_log_s) / (count + HISTORY_SHRINK)
-        return pd.DataFrame({
-            "log_items": np.log1p(pd.to_numeric(f["n_items"], errors="coerce").astype(float)),
-            "log_boxes": np.log1p(pd.to_numeric(f["n_boxes"], errors="coerce").astype(float)),
-            "boxes": pd.to_numeric(f["n_boxes"], errors="coerce").astype(float),
-            "log_weight": np.log1p(pd.to_numeric(f["weight_kg"], errors="coerce").astype(float)),
-            "has_frozen": pd.to_numeric(f["has_frozen"], errors="coerce").astype(float),
-            "floor_filled": floor_filled,
-            "floor_missing": floor.isna().astype(float),
-            "elevator_filled": elevator_filled,
-            "elevator_missing": elevator.isna().astype(float),
-            "no_elevator_floors": floor_filled * (1 - elevator_filled),
-            "log_tenure": np.log1p(pd.to_numeric(f["driver_tenure_weeks"], errors="coerce").astype(float)),
-            "cust_prev_count_log": np.log1p(count),
-            "cust_prev_mean_log_s": mean_log,
-            "cust_is_new": (count == 0).astype(float),
-        })[list(self.numeric)]
+    def _raw_numeric(self, x: _Inputs) -> np.ndarray:
+        num = np.empty((len(x.floor), len(self.numeric)))
+        for j, name in enumerate(self.numeric):
+            num[:, j] = NUMERIC[name](x, self)
+        return num
+
+    def _text(self, x: _Inputs, name: str) -> list:
+        if name in DERIVED:
+            code, labels = DERIVED[name]
+            return np.asarray(labels)[code(x)].tolist()
+        return as_text(x.cols[name])
 
     def fit(self, frame: pd.DataFrame) -> FeatureTransform:
-        f = add_time_columns(frame)
-        self.vocab = {c: sorted(f[c].astype(str).unique().tolist()) for c in self.categorical}
-        self.floor_fill = {b: float(v) for b, v in pd.to_numeric(f["floor"], errors="coerce").groupby(f["building_type"].astype(str)).median().fillna(0).items()}
-        self.prior_log_s = float(np.log(f[LABEL].astype(float).clip(lower=1.0)).mean())
-        num = self._numeric_frame(f).to_numpy(float)
+        building = frame["building_type"].astype(str)
+        self.floor_fill = {b: float(v) for b, v in pd.to_numeric(frame["floor"], errors="coerce").groupby(building)
+                           .median().fillna(0).items()}
+        self.prior_log_s = float(np.log(frame[LABEL].astype(float).clip(lower=1.0)).mean())
+        x = _Inputs(frame, self.floor_fill)
+        self.vocab = {c: sorted(set(self._text(x, c))) for c in self.categorical}
+        num = self._raw_numeric(x)
         self.mean = num.mean(axis=0).round(8).tolist()
         self.std = np.where(num.std(axis=0) > 1e-9, num.std(axis=0), 1.0).round(8).tolist()
+        self.__dict__.pop("_codes", None)
         return self
 
-    def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(categorical indices int64 [n, n_cat], standardised numerics float32 [n, n_num])."""
-        f = add_time_columns(frame)
-        cats = np.zeros((len(f), len(self.categorical)), dtype=np.int64)
+    @property
+    def _code_tables(self) -> dict[str, Any]:
+        """Per category: the vocabulary index, or for a derived one a table from its code (built once)."""
+        if "_codes" not in self.__dict__:
+            index = {c: {v: i + 1 for i, v in enumerate(self.vocab[c])} for c in self.categorical}
+            codes = {c: np.array([index[c].get(v, UNKNOWN) for v in DERIVED[c][1]]) if c in DERIVED else index[c]
+                     for c in self.categorical}
+            self.__dict__["_codes"] = {**codes, _MEAN: np.asarray(self.mean), _STD: np.asarray(self.std)}
+        return self.__dict__["_codes"]
+
+    def transform(self, cols: Columns) -> tuple[np.ndarray, np.ndarray]:
+        """(categorical indices int64 [n, n_cat], standardised numerics float32 [n, n_num]) from a
+        frame or request columns that carry the customer-history columns."""
+        x = _Inputs(cols, self.floor_fill)
+        tables = self._code_tables
+        cats = np.empty((len(x.floor), len(self.categorical)), dtype=np.int64)
         for j, c in enumerate(self.categorical):
-            index = {v: i + 1 for i, v in enumerate(self.vocab[c])}
-            cats[:, j] = f[c].astype(str).map(index).fillna(UNKNOWN).to_numpy(np.int64)
-        num = (self._numeric_frame(f).to_numpy(float) - np.asarray(self.mean)) / np.asarray(self.std)
-        return cats, np.nan_to_num(num, nan=0.0).astype(np.float32)
+            cats[:, j] = tables[c][DERIVED[c][0](x)] if c in DERIVED else _lookup(tables[c], as_text(cols[c]), UNKNOWN)
+        num = (self._raw_numeric(x) - tables[_MEAN]) / tables[_STD]
+        num[np.isnan(num)] = 0.0  # a missing input sits at the training mean (inputs are finite and bounded)
+        return cats, num.astype(np.float32)
 
     @property
     def cardinalities(self) -> list[int]:

@@ -1,7 +1,6 @@
 """The model server: FastAPI app, model loading, fallback and metrics.
 
     api.py           request/response models, derived from components.core.schema
-    scorer.py        the bundle's transform and network, compiled for the request path (self-checked)
     loader.py        model sources (MLflow URI or bundle path), load, hot swap on alias moves
     metrics.py       Prometheus metrics (names from metric_names.py), drift window
     app.py           create_app(settings): endpoints, fallback, error handling

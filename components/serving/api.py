@@ -16,9 +16,10 @@ from operator import attrgetter
 from typing import Annotated, Any, Literal
 
 import numpy as np
+import pandas as pd
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
-from components.core.schema import COLUMNS, ID, Column
+from components.core.schema import COLUMNS, ID, TIMESTAMP, Column
 
 MAX_STRING = 256  # ids and hashes are short; this bounds what one field can cost
 # Planned arrivals outside this range are typing mistakes (and outside what
@@ -113,6 +114,14 @@ class ErrorResponse(BaseModel):
 
 _GETTERS = {name: attrgetter(name) for name in FIELD_NAMES}
 _GET_ID = attrgetter(ID)
+
+
+def columns_to_frame(cols: dict[str, Any]) -> pd.DataFrame:
+    """Request columns as the DataFrame the library's models take (timestamps back to UTC datetimes)."""
+    frame = pd.DataFrame({k: v for k, v in cols.items() if k != TIMESTAMP})
+    if TIMESTAMP in cols:
+        frame[TIMESTAMP] = pd.to_datetime(np.asarray(cols[TIMESTAMP], dtype=float) * 1e6, unit="us", utc=True)
+    return frame
 
 
 def to_columns(stops: list[BaseModel]) -> dict[str, Any]:

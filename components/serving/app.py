@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from components.core.baseline import BusinessLogicModel
 from components.core.schema import ID
 from components.serving import metrics as mx
-from components.serving.api import ErrorResponse, PredictResponse, request_model, to_columns
+from components.serving.api import ErrorResponse, PredictResponse, columns_to_frame, request_model, to_columns
 from components.serving.http import (
     ApiError,
     MetricsMiddleware,
@@ -51,7 +51,6 @@ from components.serving.http import (
 )
 from components.serving.loader import LoadedModel, ModelHolder, ModelSource
 from components.serving.predlog import PredictionLog, Served
-from components.serving.scorer import columns_to_frame
 from components.serving.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -135,7 +134,7 @@ class ServerState:
         model = self.holder.current
         if model is not None:
             return True, {"ready": True, "model": model.name, "version": model.version, "alias": model.alias or None,
-                          "scoring": model.scorer.path, "loaded_at": model.loaded_at}
+                          "loaded_at": model.loaded_at}
         reason = (f"model failed to load from {self.holder.source.describe()}: {self.holder.last_error}"
                   if self.holder.last_error else f"model is loading from {self.holder.source.describe()}")
         return False, {"ready": False, "reason": reason, "fallback": "business-logic rules answer /predict"}

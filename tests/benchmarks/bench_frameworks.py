@@ -104,7 +104,7 @@ def minimal_app():
 
 class RayServePredictor:
     """Ray Serve deployment body: the minimal app's code, or (``scorer=True``) our server's scoring path
-    (the same request model, compiled scorer and response rendering, without metrics), behind Serve's
+    (the same request model, the predictor's column path and response rendering, without metrics), behind Serve's
     proxy and router."""
 
     def __init__(self, bundle: str, scorer: bool = False):
@@ -112,9 +112,7 @@ class RayServePredictor:
         self.scorer = None
         if scorer:
             from components.serving.api import request_model
-            from components.serving.scorer import Scorer
-
-            self.scorer, self.request_model = Scorer(self.predictor), request_model(1000)
+            self.scorer, self.request_model = self.predictor, request_model(1000)
 
     async def __call__(self, request):
         from starlette.responses import Response
@@ -128,9 +126,9 @@ class RayServePredictor:
 
         stops = self.request_model.model_validate_json(await request.body()).stops
         cols = to_columns(stops)
-        seconds = self.scorer(cols)
-        return Response(render_predictions(seconds, np.ones(len(seconds), dtype=bool), self.predictor.version,
-                                           *self.scorer.interval(cols, seconds)), media_type="application/json")
+        seconds, low, high = self.scorer.predict_interval(cols)
+        return Response(render_predictions(seconds, np.ones(len(seconds), dtype=bool), self.predictor.version, low, high),
+                        media_type="application/json")
 
 
 def serve_with_ray(port: int, bundle: str, scorer: bool = False) -> None:

@@ -63,18 +63,16 @@ BUNDLE_ENV = "BENCH_MINIMAL_BUNDLE"
 
 
 def minimal_app():
-    """A bare FastAPI app: parse, score with the compiled scorer, answer. For ``uvicorn --factory``."""
+    """A bare FastAPI app: parse, score with the bundle's predictor, answer. For ``uvicorn --factory``."""
     import torch
 
     from components.learn.bundle import Predictor
     from components.serving.api import request_model, to_columns
     from components.serving.app import settle_heap
     from components.serving.http import render_predictions
-    from components.serving.scorer import Scorer
 
     torch.set_num_threads(1)
     predictor = Predictor.load(os.environ[BUNDLE_ENV])
-    scorer = Scorer(predictor)
     settle_heap()  # the same runtime tuning as the full server: only the monitoring differs
     model = request_model(BATCH)
     app = FastAPI()
@@ -83,9 +81,9 @@ def minimal_app():
     async def predict(request: Request) -> Response:
         stops = model.model_validate_json(await request.body()).stops
         cols = to_columns(stops)
-        seconds = scorer(cols)
-        return Response(render_predictions(seconds, np.ones(len(seconds), dtype=bool), predictor.version,
-                                           *scorer.interval(cols, seconds)), media_type="application/json")
+        seconds, low, high = predictor.predict_interval(cols)
+        return Response(render_predictions(seconds, np.ones(len(seconds), dtype=bool), predictor.version, low, high),
+                        media_type="application/json")
 
     @app.get("/readyz")
     async def readyz() -> dict:
@@ -265,9 +263,8 @@ def _in_process_cost(bundle: Path, single: bytes, batch: bytes) -> dict:
     def minimal(body):
         stops = state.request_model.model_validate_json(body).stops
         cols = to_columns(stops)
-        seconds = model.scorer(cols)
-        return render_predictions(seconds, np.ones(len(seconds), dtype=bool), model.version,
-                                  *model.scorer.interval(cols, seconds))
+        seconds, low, high = model.predictor.predict_interval(cols)
+        return render_predictions(seconds, np.ones(len(seconds), dtype=bool), model.version, low, high)
 
     out = {}
     for name, body, n in (("single", single, 2000), ("batch", batch, 40)):

@@ -1,4 +1,4 @@
-"""The request model is derived from the schema; the compiled scorer equals the library's pandas path."""
+"""The request model is derived from the schema; request columns score exactly as the same stops in a DataFrame."""
 
 import datetime as dt
 
@@ -10,9 +10,8 @@ from pydantic import ValidationError
 
 from components.core.schema import COLUMNS, ID, PLANNING_COLUMNS
 from components.learn.bundle import Predictor
-from components.serving.api import FIELD_NAMES, Stop, request_model, to_columns
+from components.serving.api import FIELD_NAMES, Stop, columns_to_frame, request_model, to_columns
 from components.serving.http import render_predictions, validation_error
-from components.serving.scorer import CompiledTransform, Scorer, columns_to_frame, reference_predict, verify
 
 
 def test_stop_fields_are_the_planning_columns():
@@ -95,26 +94,17 @@ def test_render_predictions_is_json():
     assert tight["low_s"] <= tight["service_time_s"] <= tight["high_s"]
 
 
-def test_compiled_scorer_equals_predictor_on_held_out_stops(trained):
+def test_request_columns_score_as_the_held_out_frame(trained):
+    """The server's columns (epoch seconds, float arrays, lists) and evaluation's DataFrame go through the
+    one transform and the one forward pass: the same seconds and intervals."""
     predictor = Predictor.load(trained.bundle)
-    scorer = Scorer(predictor)
-    assert scorer.path == "compiled", scorer.compile_problem
     stops = request_model(5000).model_validate({"stops": trained.stops(len(trained.test))}).stops
     cols = to_columns(stops)
-    want = predictor.predict(trained.test[list(FIELD_NAMES)])  # snapshot merge, pandas transform
-    np.testing.assert_allclose(scorer(cols), want, rtol=1e-5)
-    np.testing.assert_allclose(reference_predict(predictor, cols), want, rtol=1e-6)
-
-
-def test_a_diverging_compiled_transform_is_refused(trained, monkeypatch):
-    predictor = Predictor.load(trained.bundle)
-    from components.serving import scorer as sc
-
-    monkeypatch.setitem(sc._NUMERIC, "boxes", lambda c: np.maximum(c.num("n_boxes"), 2))  # a subtle bug
-    s = Scorer(predictor)
-    assert s.path == "pandas" and "boxes" in s.compile_problem
-    cols = sc.probe_columns(predictor)
-    np.testing.assert_allclose(s(cols), predictor.predict(columns_to_frame(cols)))
+    frame = trained.test[list(FIELD_NAMES)]
+    for got, want in zip(predictor.predict_interval(cols), predictor.predict_interval(frame), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    one = {k: v[:1] for k, v in cols.items()}  # one stop: the request path's usual size
+    np.testing.assert_allclose(predictor.predict(one), predictor.predict(frame.iloc[:1]), rtol=1e-6)
 
 
 def _stops_strategy(known_customers: list[str], areas: list[str]):
@@ -141,10 +131,10 @@ def _stops_strategy(known_customers: list[str], areas: list[str]):
     })
 
 
-def test_compiled_transform_matches_pandas_on_random_stops(trained):
-    """Property: for any valid batch, the compiled transform reproduces the pandas transform exactly."""
+def test_request_columns_match_their_frame_on_random_stops(trained):
+    """Property: for any valid batch (nulls, unseen areas and customers, any time zone), the request's
+    columns and the same stops as a DataFrame give the same features and the same answer."""
     predictor = Predictor.load(trained.bundle)
-    compiled = CompiledTransform(predictor)
     known = predictor.history["customer_key"].astype(str).tolist()[:20]
     areas = predictor.transform.vocab["area_id"]
     model = request_model(50)
@@ -153,26 +143,16 @@ def test_compiled_transform_matches_pandas_on_random_stops(trained):
     @given(st.lists(_stops_strategy(known, areas), min_size=1, max_size=20))
     def check(stops):
         cols = to_columns(model.model_validate({"stops": stops}).stops)
-        assert verify(predictor, compiled, cols) is None
+        frame = columns_to_frame(cols)
+        with_history = {**cols, **predictor.lookup.columns(cols["customer_key"])}
+        frame_history = frame.assign(**predictor.lookup.columns(frame["customer_key"]))
+        for got, want in zip(predictor.transform.transform(with_history), predictor.transform.transform(frame_history),
+                             strict=True):
+            np.testing.assert_array_equal(got, want)
+        for got, want in zip(predictor.predict_interval(cols), predictor.predict_interval(frame), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-6)
 
     check()
-
-
-def test_a_diverging_functional_network_is_refused(trained, monkeypatch):
-    predictor = Predictor.load(trained.bundle)
-    from components.serving import scorer as sc
-
-    real = sc.functional_forward
-
-    def off_by_a_bit(model):
-        forward = real(model)
-        return lambda cats, nums: forward(cats, nums) + 0.01  # one second, in network units
-
-    monkeypatch.setattr(sc, "functional_forward", off_by_a_bit)
-    s = Scorer(predictor)
-    assert s.path == "compiled-transform" and "functional forward" in s.compile_problem
-    cols = sc.probe_columns(predictor)
-    np.testing.assert_allclose(s(cols), predictor.predict(columns_to_frame(cols)), rtol=1e-5)
 
 
 def test_observe_many_equals_observe():

@@ -3,8 +3,8 @@ import pandas as pd
 
 from components.learn.features import (
     FeatureTransform,
+    HistoryLookup,
     add_point_in_time_history,
-    apply_snapshot,
     history_snapshot,
     time_split,
 )
@@ -59,10 +59,11 @@ def test_transform_handles_unseen_categories_and_round_trips(tmp_path, tiny_week
 def test_serving_snapshot_matches_point_in_time_for_the_next_stop():
     frame = toy()
     snapshot = history_snapshot(frame.iloc[:4])
-    nxt = apply_snapshot(frame.iloc[[4]].drop(columns=["service_time_s"]), snapshot)
+    nxt = HistoryLookup(snapshot).columns(frame.iloc[[4]]["customer_key"])
     pit = add_point_in_time_history(frame).iloc[4]
-    assert nxt["cust_prev_count"].iloc[0] == pit["cust_prev_count"]
-    assert np.isclose(nxt["cust_prev_sum_log"].iloc[0], pit["cust_prev_sum_log"])
+    assert nxt["cust_prev_count"][0] == pit["cust_prev_count"]
+    assert np.isclose(nxt["cust_prev_sum_log"][0], pit["cust_prev_sum_log"])
+    assert HistoryLookup(snapshot).columns(["never-seen"])["cust_prev_count"][0] == 0  # new customer
 
 
 def test_time_split_never_mixes_weeks():
@@ -70,3 +71,19 @@ def test_time_split_never_mixes_weeks():
     s = time_split(frame, val_weeks=2, test_weeks=3)
     assert s["train"]["batch"].max() < s["val"]["batch"].min() <= s["val"]["batch"].max() < s["test"]["batch"].min()
     assert sorted(s["test"]["batch"].unique()) == ["w07", "w08", "w09"]
+
+
+
+def test_floor_bands_and_utc_time_categories_from_epoch_seconds_and_datetimes():
+    from components.learn.features import floor_band
+
+    floors = pd.Series([None, -1.0, 0.0, 0.5, 2.0, 2.5, 5.0, 5.5, 30.0])
+    assert floor_band(floors).tolist() == ["unknown", "0", "0", "1-2", "1-2", "3-5", "3-5", "6+", "6+"]
+    ts = pd.Series(pd.to_datetime(["2024-01-01 00:00:00", "2024-01-06 23:59:59", "2024-01-07 12:00:00"], utc=True))
+    t = FeatureTransform(vocab={"weekday": [str(d) for d in range(7)], "hour": [str(h) for h in range(24)]},
+                         categorical=("weekday", "hour"), numeric=())
+    stops = {"delivered_at": ts, "floor": [np.nan] * 3, "has_elevator": [np.nan] * 3, "cust_prev_count": [0.0] * 3}
+    as_frame, _ = t.transform(pd.DataFrame(stops))
+    as_epoch, _ = t.transform({**stops, "delivered_at": np.array([1704067200.0, 1704585599.0, 1704628800.0])})
+    # Monday 0h, Saturday 23h, Sunday 12h; vocabulary index = value + 1 (0 is "never seen").
+    assert as_frame.tolist() == as_epoch.tolist() == [[1, 1], [6, 24], [7, 13]]
