@@ -116,7 +116,7 @@ def evaluate_op(config_json: str, min_improvement: float, max_slice_regression: 
 
     from components.core.config import config_with
     from components.evaluate.evaluation import inline_images
-    from components.steps.evaluate import evaluate_step
+    from components.steps.evaluate import dashboard_mae_metric, evaluate_step
     from pipelines.parameters import as_fields
 
     cfg = config_with(config_json, as_fields(min_improvement=min_improvement, max_slice_regression=max_slice_regression))
@@ -124,7 +124,7 @@ def evaluate_op(config_json: str, min_improvement: float, max_slice_regression: 
     Path(report.path).write_text(inline_images(Path(evaluation.path) / "report.md"))  # one self-contained file for the UI
     for name, m in out.metrics.items():
         if m:
-            metrics.log_metric(f"{name}_mae_s", m["mae"])
+            metrics.log_metric(dashboard_mae_metric(name), m["mae"])
     metrics.log_metric("candidate_delay_std_s", out.route_kpi["candidate"]["delay_std_s"])
     return bool(out.blessed)
 
@@ -147,8 +147,9 @@ def deploy_op(config_json: str, run_uri: str, job_id: str, features: Input[Datas
     run_uri = resolve(run_uri, job_id)
     from components.core.config import config_with
     from components.steps.deploy import deploy_step
+    from components.steps.evaluate import dashboard_mae_metric
 
-    expected_mae = float(metrics.metadata["candidate_mae_s"])
+    expected_mae = float(metrics.metadata[dashboard_mae_metric("candidate")])
     return str(deploy_step(config_with(config_json), features.path, expected_mae, run_uri).version)
 
 

@@ -146,7 +146,7 @@ def _evaluated_mae(run_id: str | None) -> float | None:
         return None
     from mlflow import MlflowClient
 
-    return MlflowClient().get_run(run_id).data.metrics.get("test_candidate_mae")
+    return MlflowClient().get_run(run_id).data.metrics.get(tracking.test_metric("candidate", "mae"))
 
 
 def _clean_history(cfg: Config, store: DatasetStore) -> pd.DataFrame:

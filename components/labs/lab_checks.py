@@ -222,12 +222,13 @@ def check_chameleon(ctx: Context) -> None:
     check_rayjob(ctx)
     if ctx.options.tracking_uri:
         read_registry(ctx)
+        from components.cluster.deploy import PRODUCTION
         from components.learn import tracking
 
         client = mlflow_client(ctx)
         aliases = model_aliases(client, tracking.model_name(ctx.cfg)) if client else {}
-        ctx.expect("production alias", "production on a version (the canary was promoted)",
-                   aliases.get("production", "none"), "production" in aliases,
+        ctx.expect("production alias", f"{PRODUCTION} on a version (the canary was promoted)",
+                   aliases.get(PRODUCTION, "none"), PRODUCTION in aliases,
                    "the deploy step has not promoted a canary to production")
     else:
         ctx.skip("MLflow registry", "champion and production aliases", "no --tracking-uri given (the tunnel's MLflow)")

@@ -35,6 +35,14 @@ HISTORY_TAG = "champion_history"  # comma-separated versions, oldest first
 PACKAGES = ("torch", "ray", "mlflow", "kfp", "pandas", "numpy", "pandera", "pyarrow")
 RUN_TOKEN_ENV = "SERVICETIME_RUN_TOKEN"  # set by pipelines.local on every process of one pipeline run
 RUN_TOKEN_TAG = "servicetime.run_token"
+BLESSED_TAG = "blessed"  # "true" / "false" on a training run, set by its evaluation
+
+
+def test_metric(model: str, metric: str) -> str:
+    """The MLflow metric an evaluation logs for ``model``'s ``metric`` on the held-out test weeks, and
+    what the continual loop and the lab checks read back: ``test_candidate_mae``, ``test_rules_late_share``."""
+    return f"test_{model}_{metric}"
+
 # MLflow's client retries a dead server for about 4 minutes by default (7 retries, backoff factor 2,
 # 120 s timeout). An outage must fail a step within a minute: 2 retries, about 3 s of backoff.
 CLIENT_BUDGET = {

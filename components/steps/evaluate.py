@@ -22,6 +22,11 @@ from components.steps.outcomes import Evaluated
 log = logging.getLogger(__name__)
 
 
+def dashboard_mae_metric(model: str) -> str:
+    """The KFP Metrics key of ``model``'s test MAE: the evaluate op writes it, the deploy op reads the candidate's."""
+    return f"{model}_mae_s"
+
+
 def load_champion(cfg: Config) -> Predictor | None:
     version = tracking.alias_version(cfg, tracking.CHAMPION)
     if version is None:
@@ -57,14 +62,14 @@ def _evaluate_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path
         with tracking.start_run(run_id=run_id):
             for k in ("candidate", *BASELINES, "champion"):
                 if ev.metrics[k]:
-                    mlflow.log_metrics({f"test_{k}_{m}": v for m, v in ev.metrics[k].items() if m != "n"})
-                    mlflow.log_metrics({f"test_{k}_{m}": ev.route_kpi[k][m]
+                    mlflow.log_metrics({tracking.test_metric(k, m): v for m, v in ev.metrics[k].items() if m != "n"})
+                    mlflow.log_metrics({tracking.test_metric(k, m): ev.route_kpi[k][m]
                                         for m in ("delay_std_s", "delay_mean_s", "late_share", "early_share")})
             if ev.intervals.get("coverage") is not None:
-                mlflow.log_metrics({"test_interval_coverage": ev.intervals["coverage"],
-                                    "test_interval_mean_width_s": ev.intervals["mean_width_s"]})
-            mlflow.log_metrics({f"test_{g}_bias_gap_s": f["bias_gap_s"] for g, f in ev.fairness.items()})
-            mlflow.set_tag("blessed", str(ev.verdict["blessed"]).lower())
+                mlflow.log_metrics({tracking.test_metric("interval", "coverage"): ev.intervals["coverage"],
+                                    tracking.test_metric("interval", "mean_width_s"): ev.intervals["mean_width_s"]})
+            mlflow.log_metrics({tracking.test_metric(g, "bias_gap_s"): f["bias_gap_s"] for g, f in ev.fairness.items()})
+            mlflow.set_tag(tracking.BLESSED_TAG, str(ev.verdict["blessed"]).lower())
             mlflow.log_artifacts(str(out), "evaluation")
     for reason in ev.verdict["reasons"]:
         log.info("%s", reason)
