@@ -53,7 +53,7 @@ run: setup
 test: setup-dev system-deps
 	$(PY) -m pytest
 
-# The linter alone (make test runs it too, as tests/unit/test_lint.py).
+# The linter alone (make test runs it too, as tests/test_lint.py).
 lint: setup-dev
 	$(PY) -m ruff check .
 

@@ -1,4 +1,4 @@
-"""The compiled pipelines, committed: a fresh compile is diffed against them (tests/unit/test_golden.py),
+"""The compiled pipelines, committed: a fresh compile is diffed against them (tests/pipelines/test_golden.py),
 so a change to the DAG, a parameter, a default or a task's environment is a reviewable diff.
 
     python -m pipelines.golden        # rewrite pipelines/compiled/ after an intended change (make golden)

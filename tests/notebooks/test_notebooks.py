@@ -22,7 +22,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 CLUSTER = "07_chameleon.ipynb"
-# Run by its own tests (tests/unit/test_chaos.py): its scenarios start and break things on purpose.
+# Run by its own tests (tests/labs/test_chaos_table.py and test_chaos_scenarios.py): its scenarios start and break things on purpose.
 OTHERS = ("08_how_ml_breaks.ipynb",)
 MARKER = "SERVICETIME_NOTEBOOK_TEST"
 

@@ -2,7 +2,7 @@
 
 The three cheapest run in the suite (about 35 s together on two cores). The other three
 start a model server, Ray or the whole local stack (1-6 minutes each): they run with
-``SERVICETIME_CHAOS_ALL=1``, e.g. ``SERVICETIME_CHAOS_ALL=1 pytest tests/integration/test_chaos.py``.
+``SERVICETIME_CHAOS_ALL=1``, e.g. ``SERVICETIME_CHAOS_ALL=1 pytest tests/labs/test_chaos_scenarios.py``.
 """
 
 from __future__ import annotations

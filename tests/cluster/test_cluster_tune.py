@@ -11,7 +11,7 @@ from components.cluster.tune_job import TRIALS_FILE, rayjob_for
 from components.core.storage import Storage, join
 from components.learn.features import FeatureTransform
 from components.learn.train import Arrays, net_config
-from tests.integration.test_cluster_train import features  # noqa: F401 (the shared fixture)
+from tests.cluster.test_cluster_train import features  # noqa: F401 (the shared fixture)
 
 pytestmark = pytest.mark.slow
 

@@ -168,7 +168,7 @@ import sys
 for m in ("torch", "ray", "mlflow", "pandas", "numpy", "pyarrow", "fastapi"):
     sys.modules[m] = None
 import kfp
-from tests.unit.test_upload import RecordingClient
+from tests.pipelines.test_upload import RecordingClient
 client = RecordingClient()
 kfp.Client = lambda host, namespace=None: client
 from components.cli.main import main

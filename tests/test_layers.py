@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "components"
+PACKAGE = Path(__file__).resolve().parents[1] / "components"
 # Bottom to top. core holds the business rules and contracts every layer may use.
 LAYERS = ("core", "data", "learn", "evaluate", "serving", "cluster", "steps", "flows", "render", "devstack",
           "labs", "cli")
