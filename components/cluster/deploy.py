@@ -21,6 +21,7 @@ import urllib.request
 from typing import Any, Callable
 
 from components.cluster import podspec, s3_users
+from components.cluster.kube import kube_apis
 from components.core.platform import platform
 from components.serving import metric_names as m
 
@@ -154,16 +155,6 @@ def _status_code(exc: Exception) -> int | None:
     return getattr(exc, "status", None)
 
 
-def _default_apps_api():
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.AppsV1Api()
-
-
 def prometheus_query(prometheus_url: str, timeout_s: float = 10.0) -> Callable[[str], float | None]:
     """A query function: PromQL in, the first sample's value out (None when empty)."""
 
@@ -269,7 +260,7 @@ def rollout(
     window (then no traffic fails the gate). Returns
     ``{"promoted": bool, "reasons": [...], "metrics": {...}, "model_uri": ..., "traffic": ...}``.
     """
-    apps_api = apps_api or _default_apps_api()
+    apps_api = apps_api or kube_apis("AppsV1Api")[0]
     query = query or prometheus_query(prometheus_url)
     require_traffic = traffic is not None if require_traffic is None else require_traffic
     version = model_uri.rstrip("/").rsplit("/", 1)[-1]

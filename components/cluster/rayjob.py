@@ -15,6 +15,7 @@ import time
 from typing import Any, Callable
 
 from components.cluster import podspec, s3_users
+from components.cluster.kube import kube_apis
 from components.core.platform import platform
 
 log = logging.getLogger(__name__)
@@ -167,16 +168,6 @@ def _status_code(exc: Exception) -> int | None:
     return getattr(exc, "status", None)
 
 
-def _default_apis():
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.CustomObjectsApi(), client.CoreV1Api()
-
-
 def _items(obj: Any) -> list:
     return obj["items"] if isinstance(obj, dict) else list(obj.items or [])
 
@@ -212,7 +203,7 @@ def run_rayjob(
     raises ``RuntimeError`` (with the log tail) on failure or after ``timeout_s``.
     """
     if api is None or core_api is None:
-        default_api, default_core = _default_apis()
+        default_api, default_core = kube_apis("CustomObjectsApi", "CoreV1Api")
         api, core_api = api or default_api, core_api or default_core
     name = manifest["metadata"]["name"]
     args = (GROUP, VERSION, namespace, PLURAL)

@@ -57,6 +57,12 @@ class S3Settings:
     region: str = "us-east-1"
 
 
+def s3_client_env(endpoint_url: str, access_key: str, secret_key: str, region: str = "us-east-1") -> dict[str, str]:
+    """The environment S3 clients read (boto3, pyarrow, MLflow's artifact store, ``s3_settings_from_env``)."""
+    return {"AWS_ENDPOINT_URL": endpoint_url, "MLFLOW_S3_ENDPOINT_URL": endpoint_url, "AWS_ACCESS_KEY_ID": access_key,
+            "AWS_SECRET_ACCESS_KEY": secret_key, "AWS_DEFAULT_REGION": region}
+
+
 def s3_settings_from_env(endpoint_url: str | None = None, region: str = "us-east-1") -> S3Settings:
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("MLFLOW_S3_ENDPOINT_URL") or endpoint_url
     if not endpoint:

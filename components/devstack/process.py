@@ -37,29 +37,58 @@ def pids_with_env(name: str, value: str) -> list[int]:
     return found
 
 
-def stop_process_group(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM the group, wait, then SIGKILL whatever is left."""
+def reap(pid: int) -> None:
+    """Collect ``pid``'s exit status if it is our child and has exited (so it leaves no zombie)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def group_alive(pgid: int) -> bool:
+    """Any live (non-zombie) process left in the group."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    proc = Path("/proc")
+    if not proc.exists():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parts = entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(parts[2]) == pgid and parts[0] != "Z":
+            return True
+    return False
+
+
+def stop_process_group(pid: int, timeout: float = 10.0) -> str:
+    """SIGTERM the group, wait until no member is left, then SIGKILL whatever is. Returns what happened."""
+    reap(pid)
+    if not group_alive(pid):
+        return "not running"
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
-        return
+        return "not running"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            break
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+        reap(pid)
+        if not group_alive(pid):
+            return "stopped"
         time.sleep(0.2)
-    else:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
         pass
+    for _ in range(50):
+        reap(pid)
+        if not group_alive(pid):
+            break
+        time.sleep(0.1)
+    reap(pid)
+    return "killed after SIGTERM timeout"

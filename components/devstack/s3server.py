@@ -39,9 +39,9 @@ class S3Server:
     data_dir: Path
 
     def env(self) -> dict[str, str]:
-        return {"AWS_ENDPOINT_URL": self.endpoint_url, "MLFLOW_S3_ENDPOINT_URL": self.endpoint_url,
-                "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "AWS_DEFAULT_REGION": "us-east-1"}
+        from components.core.storage import s3_client_env
+
+        return s3_client_env(self.endpoint_url, self.access_key, self.secret_key)
 
     def stop(self, timeout: float = 3.0) -> None:
         stop_process_group(self.process.pid, timeout)

@@ -8,12 +8,13 @@ process is "reused" and left alone. Linux only (``/proc``).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
+
+from components.devstack.process import stop_process_group
 
 
 class StackError(RuntimeError):
@@ -59,34 +60,6 @@ def alive(service: dict) -> bool:
     return leader_state(service) == "running"
 
 
-def reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
-def group_alive(pgid: int) -> bool:
-    """Any live (non-zombie) process left in the group."""
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    proc = Path("/proc")
-    if not proc.exists():
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parts = entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(parts[2]) == pgid and parts[0] != "Z":
-            return True
-    return False
-
-
 def stop_service(service: dict, timeout_s: float = 10.0) -> str:
     """SIGTERM the service's process group, wait, then SIGKILL what is left. Returns what happened."""
     pid = service.get("pid")
@@ -94,29 +67,7 @@ def stop_service(service: dict, timeout_s: float = 10.0) -> str:
         return "not started"
     if leader_state(service) == "reused":
         return f"not running (pid {pid} now belongs to another process: left alone)"
-    reap(pid)
-    if not group_alive(pid):
-        return "not running"
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return "not running"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        reap(pid)
-        if not group_alive(pid):
-            return "stopped"
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    for _ in range(50):
-        reap(pid)
-        if not group_alive(pid):
-            break
-        time.sleep(0.1)
-    return "killed after SIGTERM timeout"
+    return stop_process_group(pid, timeout_s)
 
 
 def spawn(cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:

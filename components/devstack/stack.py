@@ -38,7 +38,7 @@ import yaml
 
 from components.core.config import Config
 from components.core.platform import platform
-from components.core.storage import write_atomic
+from components.core.storage import s3_client_env, write_atomic
 from components.devstack.services import (
     StackError,
     alive,
@@ -116,11 +116,7 @@ def stack_env(state: dict) -> dict[str, str]:
     s3 = state["s3"]
     return {
         "MLFLOW_TRACKING_URI": state["services"]["mlflow"]["url"],
-        "MLFLOW_S3_ENDPOINT_URL": s3["endpoint_url"],
-        "AWS_ENDPOINT_URL": s3["endpoint_url"],
-        "AWS_ACCESS_KEY_ID": s3["access_key"],
-        "AWS_SECRET_ACCESS_KEY": s3["secret_key"],
-        "AWS_DEFAULT_REGION": REGION,
+        **s3_client_env(s3["endpoint_url"], s3["access_key"], s3["secret_key"], REGION),
         "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
         **_client_budget(),
     }
@@ -230,9 +226,7 @@ def _up_all(cfg: Config, state: dict, ports: StackPorts, root: Path, logs: Path,
                              health_any_status=True, log=str(root / "weed" / "weed.log"))
     _write_state(cfg, state)
     _create_buckets(s3["endpoint_url"], s3["access_key"], s3["secret_key"], list(s3["buckets"].values()))
-    s3_env = {"AWS_ENDPOINT_URL": s3["endpoint_url"], "MLFLOW_S3_ENDPOINT_URL": s3["endpoint_url"],
-              "AWS_ACCESS_KEY_ID": s3["access_key"], "AWS_SECRET_ACCESS_KEY": s3["secret_key"],
-              "AWS_DEFAULT_REGION": REGION}
+    s3_env = s3_client_env(s3["endpoint_url"], s3["access_key"], s3["secret_key"], REGION)
 
     # MLflow: SQLite metadata, artifacts proxied to S3 (clients need no S3 keys for them).
     mlflow_url = f"http://127.0.0.1:{ports.mlflow}"

@@ -11,6 +11,7 @@ import pytest
 
 from components.devstack import services as service_procs
 from components.devstack import stack
+from components.devstack.process import group_alive
 from components.serving import metric_names as m
 from tests.conftest import tiny_config
 from tests.serving.conftest import wait_for
@@ -84,6 +85,6 @@ def test_stack_up_status_down(tmp_path):
     assert down.returncode == 0, down.stderr
     pids = [s["pid"] for s in state["services"].values()]
     wait_for(lambda: all(_gone(p) for p in pids), 20, 0.2, "every stack process to exit")
-    assert not any(service_procs.group_alive(p) for p in pids)  # whole process groups, not only the leaders
+    assert not any(group_alive(p) for p in pids)  # whole process groups, not only the leaders
     status = _cli(ws, "status")
     assert status.returncode == 1 and "stopped" in status.stdout
