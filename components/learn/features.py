@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -115,6 +116,29 @@ def history_snapshot(frame: pd.DataFrame) -> pd.DataFrame:
     agg = log_s.groupby(frame["customer_key"]).agg(["size", "sum"])
     return pd.DataFrame({"customer_key": agg.index.astype(str), "count": agg["size"].to_numpy(float),
                          "sum_log": agg["sum"].to_numpy(float)}).reset_index(drop=True)
+
+
+@dataclass
+class Arrays:
+    """Encoded features and labels for one split."""
+
+    cats: np.ndarray
+    nums: np.ndarray
+    y: np.ndarray
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, cats=self.cats, nums=self.nums, y=self.y)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Arrays:
+        with np.load(io.BytesIO(data)) as z:
+            return cls(z["cats"], z["nums"], z["y"])
+
+    def __len__(self) -> int:
+        return len(self.y)
+
 
 
 class HistoryLookup:

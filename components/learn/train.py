@@ -7,7 +7,6 @@ inside ``TorchTrainer`` workers.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from components.core.config import Config, TrainConfig
+from components.learn.features import Arrays as Arrays  # encoded splits: defined beside the features, torch-free
 from components.learn.model import (
     NetConfig,
     ServiceTimeNet,
@@ -29,28 +29,6 @@ from components.learn.model import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Arrays:
-    """Encoded features and labels for one split."""
-
-    cats: np.ndarray
-    nums: np.ndarray
-    y: np.ndarray
-
-    def to_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, cats=self.cats, nums=self.nums, y=self.y)
-        return buf.getvalue()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Arrays:
-        with np.load(io.BytesIO(data)) as z:
-            return cls(z["cats"], z["nums"], z["y"])
-
-    def __len__(self) -> int:
-        return len(self.y)
 
 
 @dataclass

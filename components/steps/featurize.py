@@ -21,10 +21,10 @@ from components.learn.features import (
     TRANSFORM_FILE,
     VAL,
     VAL_FRAME,
+    Arrays,
     FeatureTransform,
     build_features,
 )
-from components.learn.train import Arrays
 from components.steps import record
 from components.steps.outcomes import Featurized
 
