@@ -42,7 +42,7 @@ def reap(pid: int) -> None:
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
-        pass
+        pass  # not our child (a stack started by another command): its own parent reaps it
 
 
 def group_alive(pgid: int) -> bool:
@@ -84,7 +84,7 @@ def stop_process_group(pid: int, timeout: float = 10.0) -> str:
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        pass  # the group ended between the last check and the kill: nothing left to stop
     for _ in range(50):
         reap(pid)
         if not group_alive(pid):

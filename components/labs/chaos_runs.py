@@ -149,7 +149,7 @@ def s3_gone(ctx: Context) -> list[Check]:
         try:
             proc.wait(S3_FAIL_WITHIN_S + 60)
         except subprocess.TimeoutExpired:
-            pass
+            pass  # a run still going is this scenario's failure: the check below records it, then stops it
         took = time.monotonic() - killed_at
         still = proc.poll() is None
         _stop_run(proc)
