@@ -92,9 +92,18 @@ def _watch_parent(parent: int, token: str) -> None:
     os._exit(137)
 
 
-def run_local(cfg: Config, data_root: str, run_uri: str, last_weeks: int = 0, fail_on_rejected: bool = True,
-              simulate_if_empty: bool = False, log_path: str | Path | None = None, echo: Callable[[str, bool], None] | None = None,
-              verbose: bool = False, tune_trials: int = 0) -> dict:
+def run_local(
+    cfg: Config,
+    data_root: str,
+    run_uri: str,
+    last_weeks: int = 0,
+    fail_on_rejected: bool = True,
+    simulate_if_empty: bool = False,
+    log_path: str | Path | None = None,
+    echo: Callable[[str, bool], None] | None = None,
+    verbose: bool = False,
+    tune_trials: int = 0,
+) -> dict:
     """Execute ``servicetime_pipeline`` locally in a child process; return the run summary (also on failure).
 
     Before any step: the services the run uses answer (else ``ServiceUnavailable`` naming one), and

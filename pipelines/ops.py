@@ -105,9 +105,19 @@ def train_op(config_json: str, num_workers: int, epochs: int, tuned_json: str, d
 
 
 @component
-def evaluate_op(config_json: str, min_improvement: float, max_slice_regression: float, run_id: str, run_uri: str, job_id: str,
-                features: Input[Dataset], model: Input[Model], report: Output[Markdown], evaluation: Output[Artifact],
-                metrics: Output[Metrics]) -> bool:
+def evaluate_op(
+    config_json: str,
+    min_improvement: float,
+    max_slice_regression: float,
+    run_id: str,
+    run_uri: str,
+    job_id: str,
+    features: Input[Dataset],
+    model: Input[Model],
+    report: Output[Markdown],
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+) -> bool:
     from pipelines.run_uri import resolve
 
     run_uri = resolve(run_uri, job_id)
@@ -119,9 +129,12 @@ def evaluate_op(config_json: str, min_improvement: float, max_slice_regression: 
     from components.steps.evaluate import dashboard_mae_metric, evaluate_step
     from pipelines.parameters import as_fields
 
-    cfg = config_with(config_json, as_fields(min_improvement=min_improvement, max_slice_regression=max_slice_regression))
+    cfg = config_with(
+        config_json, as_fields(min_improvement=min_improvement, max_slice_regression=max_slice_regression)
+    )
     out = evaluate_step(cfg, features.path, model.path, evaluation.path, run_id, run_uri)
-    Path(report.path).write_text(inline_images(Path(evaluation.path) / "report.md"))  # one self-contained file for the UI
+    # One self-contained file for the UI.
+    Path(report.path).write_text(inline_images(Path(evaluation.path) / "report.md"))
     for name, m in out.metrics.items():
         if m:
             metrics.log_metric(dashboard_mae_metric(name), m["mae"])

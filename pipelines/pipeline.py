@@ -1,4 +1,5 @@
-"""The DAG: ingest -> validate -> features -> tune (tune_trials > 0) -> train -> evaluate -> if blessed: register -> deploy.
+"""The DAG: ingest -> validate -> features -> tune (tune_trials > 0) -> train -> evaluate
+-> if blessed: register -> deploy.
 
 An exit handler records the run's outcome whatever happens; steps that touch
 the network retry with backoff; caching is off because the inputs are URIs
@@ -61,8 +62,17 @@ def make_pipeline(hook: TaskHook | None = None, name: str = "servicetime", defau
     ):
         exit_task = task(ops.summary_op(run_uri=run_uri, job_id=JOB_ID))
         with dsl.ExitHandler(exit_task, name="record-outcome"):
-            ingest = task(ops.ingest_op(config_json=config_json, data_root=data_root, last_weeks=last_weeks,
-                                        simulate_if_empty=simulate_if_empty, run_uri=run_uri, job_id=JOB_ID), retry=True)
+            ingest = task(
+                ops.ingest_op(
+                    config_json=config_json,
+                    data_root=data_root,
+                    last_weeks=last_weeks,
+                    simulate_if_empty=simulate_if_empty,
+                    run_uri=run_uri,
+                    job_id=JOB_ID,
+                ),
+                retry=True,
+            )
             validate = task(ops.validate_op(config_json=config_json, data_root=data_root,
                                             data_version=ingest.outputs["Output"], fail_on_rejected=fail_on_rejected,
                                             run_uri=run_uri, job_id=JOB_ID))

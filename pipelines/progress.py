@@ -34,11 +34,17 @@ def headline(step: str, rec: dict | None) -> str:
         if step == "ingest":
             return f"{rec['weeks']} weeks, {rec['rows']:,} rows, data {rec['data_version'][:8]}"
         if step == "validate":
-            return (f"{rec['rows_accepted']:,} of {rec['rows_in']:,} rows accepted, "
-                    f"{rec['rows_quarantined']:,} quarantined, {len(rec.get('rejected_batches') or [])} batch(es) rejected")
+            return (
+                f"{rec['rows_accepted']:,} of {rec['rows_in']:,} rows accepted, "
+                f"{rec['rows_quarantined']:,} quarantined, {len(rec.get('rejected_batches') or [])} batch(es) rejected"
+            )
         if step == "features":
             rows = rec["rows"]
-            return ", ".join(f"{k} {v:,}" for k, v in rows.items()) + " rows" if isinstance(rows, dict) else f"{rows:,} rows"
+            return (
+                ", ".join(f"{k} {v:,}" for k, v in rows.items()) + " rows"
+                if isinstance(rows, dict)
+                else f"{rows:,} rows"
+            )
         if step == "tune":
             if not rec.get("trials"):
                 return "off (tune_trials 0)"

@@ -60,9 +60,13 @@ def cluster_config(cfg: Config) -> Config:
 
 def pipeline_env(cfg: Config) -> dict[str, str]:
     p = platform()
-    return {"AWS_ENDPOINT_URL": cfg.storage.endpoint_url or "", "MLFLOW_S3_ENDPOINT_URL": cfg.storage.endpoint_url or "",
-            "MLFLOW_TRACKING_URI": cfg.tracking.tracking_uri or "", "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
-            "SERVICETIME_NAMESPACE": p.namespace}
+    return {
+        "AWS_ENDPOINT_URL": cfg.storage.endpoint_url or "",
+        "MLFLOW_S3_ENDPOINT_URL": cfg.storage.endpoint_url or "",
+        "MLFLOW_TRACKING_URI": cfg.tracking.tracking_uri or "",
+        "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
+        "SERVICETIME_NAMESPACE": p.namespace,
+    }
 
 
 def submit(cfg: Config, host: str, recurring_cron: str | None = None, experiment: str = "servicetime",
@@ -89,10 +93,24 @@ def submit(cfg: Config, host: str, recurring_cron: str | None = None, experiment
             job = client.create_recurring_run(experiment_id=exp.experiment_id, job_name=f"servicetime-{recurring_cron}",
                                               cron_expression=recurring_cron, pipeline_package_path=str(package),
                                               params=arguments, enable_caching=False)
-            return {"recurring_run_id": job.recurring_run_id, "cron": recurring_cron, "arguments": {**arguments, "config_json": "..."}}
-        run = client.create_run_from_pipeline_package(str(package), arguments=arguments, run_name=f"servicetime-{run_id}",
-                                                      experiment_name=experiment, namespace=namespace, enable_caching=False)
-    return {"run_id": run.run_id, "url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}", "run_uri": arguments["run_uri"]}
+            return {
+                "recurring_run_id": job.recurring_run_id,
+                "cron": recurring_cron,
+                "arguments": {**arguments, "config_json": "..."},
+            }
+        run = client.create_run_from_pipeline_package(
+            str(package),
+            arguments=arguments,
+            run_name=f"servicetime-{run_id}",
+            experiment_name=experiment,
+            namespace=namespace,
+            enable_caching=False,
+        )
+    return {
+        "run_id": run.run_id,
+        "url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}",
+        "run_uri": arguments["run_uri"],
+    }
 
 
 def cluster_defaults(cfg: Config) -> dict:

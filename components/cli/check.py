@@ -1,4 +1,5 @@
-"""``servicetime check LAB`` (a receipt for one lab) and ``servicetime check collect FOLDER`` (the instructor's table)."""
+"""``servicetime check LAB`` (a receipt for one lab) and ``servicetime check collect FOLDER``
+(the instructor's table)."""
 
 from __future__ import annotations
 
@@ -37,8 +38,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     check = subparsers.add_parser("check", help="a receipt for a lab: what it produced, checked (or: collect receipts)")
     labs = check.add_subparsers(dest="check_command", required=True, metavar="LAB|collect")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--student", help=f"the student id on the receipt (default: ${receipts.STUDENT_ENV}, else the user)")
-    common.add_argument("--out", help=f"receipts folder (default: ${receipts.RECEIPTS_ENV}, else ~/servicetime-receipts)")
+    common.add_argument(
+        "--student", help=f"the student id on the receipt (default: ${receipts.STUDENT_ENV}, else the user)"
+    )
+    common.add_argument(
+        "--out", help=f"receipts folder (default: ${receipts.RECEIPTS_ENV}, else ~/servicetime-receipts)"
+    )
     common.add_argument("--tracking-uri", help="the MLflow to read (default: the workspace's, or the config's)")
     common.add_argument("--kubeconfig", help="read the RayJob outcome on this cluster (notebook 07)")
     common.add_argument("--namespace", help="the cluster namespace (default: the platform's)")

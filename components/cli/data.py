@@ -85,8 +85,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     line = f"  arrival windows at {s['level']:.0%} (calibration: {s['window_calibration']})"
     if s["window_coverage"]:
         c = s["window_coverage"]
-        line += (f"; on these stops' real arrivals (after each route's start): coverage {c['coverage']:.1%}, early {c['early_share']:.1%}, "
-                 f"late {c['late_share']:.1%}, mean width {c['mean_width_s'] / 60:.0f} min")
+        line += (
+            f"; on these stops' real arrivals (after each route's start): coverage {c['coverage']:.1%}, "
+            f"early {c['early_share']:.1%}, "
+            f"late {c['late_share']:.1%}, mean width {c['mean_width_s'] / 60:.0f} min"
+        )
     print(line)
     if args.summary:
         from components.core.storage import Storage

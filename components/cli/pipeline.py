@@ -35,7 +35,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         state = read_state(cfg)
         if state is None:
-            print("error: no local stack is running in this workspace: run `servicetime stack up` first", file=sys.stderr)
+            print(
+                "error: no local stack is running in this workspace: run `servicetime stack up` first", file=sys.stderr
+            )
             return 2
         os.environ.update(stack_env(state))  # the pipeline's steps inherit it: MLflow server, S3
         data_root = args.data_root or stack_data_root(state)
@@ -121,7 +123,9 @@ def add_parser(sub) -> None:
     r.add_argument("--epochs", type=int)
     r.add_argument("--tune-trials", type=int, default=0,
                    help="search the model's settings with this many Ray Tune trials before training (0: off)")
-    r.add_argument("--stack", action="store_true", help="use the running local stack (S3 + MLflow server) instead of files")
+    r.add_argument(
+        "--stack", action="store_true", help="use the running local stack (S3 + MLflow server) instead of files"
+    )
     r.add_argument("--simulate-if-empty", action="store_true",
                    help="fill an empty --data-root (or the stack's bucket) with simulated weeks; "
                         "the default workspace is filled without asking")

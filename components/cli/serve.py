@@ -79,7 +79,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model-uri", help="MLflow model URI, e.g. models:/servicetime@champion (the default)")
     p.add_argument("--model-path", help="a local model bundle directory instead of MLflow")
     p.add_argument("--workers", type=int, help="uvicorn worker processes (default: serve.workers)")
-    p.add_argument("--reload-interval", type=float, help="seconds between checks of the alias (default: serve.reload_interval_s)")
+    p.add_argument(
+        "--reload-interval", type=float, help="seconds between checks of the alias (default: serve.reload_interval_s)"
+    )
     p.add_argument("--access-log", action="store_true", help="log every request (off: metrics count them)")
     p.set_defaults(func=cmd_serve)
     return p

@@ -1,4 +1,5 @@
-"""``servicetime stack up|down|status|env``: the local platform (``components.devstack.stack``), argument parsing only."""
+"""``servicetime stack up|down|status|env``: the local platform (``components.devstack.stack``),
+argument parsing only."""
 
 from __future__ import annotations
 
@@ -73,7 +74,9 @@ def cmd_stack_env(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("stack", help="the local platform as plain processes: S3, MLflow, model server, Prometheus")
+    p = subparsers.add_parser(
+        "stack", help="the local platform as plain processes: S3, MLflow, model server, Prometheus"
+    )
     sub = p.add_subparsers(dest="stack_command", required=True)
     up = sub.add_parser("up", help="start S3 (SeaweedFS), MLflow, the model server and Prometheus; wait until healthy")
     up.add_argument("--free-ports", action="store_true", help="pick free loopback ports instead of the platform's")

@@ -49,7 +49,16 @@ def stage_inputs(cfg: Config, features_dir: Path, net: NetConfig, run_name: str)
 def rayjob_for(cfg: Config, uris: dict[str, str], run_name: str) -> dict:
     from components.cluster.rayjob import build_rayjob
 
-    entrypoint = ["servicetime", "train", "--features", uris["features"], "--config", uris["config"], "--out", uris["out"]]
+    entrypoint = [
+        "servicetime",
+        "train",
+        "--features",
+        uris["features"],
+        "--config",
+        uris["config"],
+        "--out",
+        uris["out"],
+    ]
     env = {"SERVICETIME_RUN_NAME": run_name}
     return build_rayjob(job_name(run_name), entrypoint, cfg.train.num_workers, cfg.train.cpus_per_worker, "2Gi", env,
                         active_deadline_s=TIMEOUT_S)

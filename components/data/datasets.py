@@ -57,8 +57,15 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict) -> Manifest:
-        return cls(d["version"], d["batches"], d["batch_hashes"], d["schema_version"], d.get("parent"), d.get("kind", "raw"),
-                   d.get("unreadable") or {})
+        return cls(
+            d["version"],
+            d["batches"],
+            d["batch_hashes"],
+            d["schema_version"],
+            d.get("parent"),
+            d.get("kind", "raw"),
+            d.get("unreadable") or {},
+        )
 
 
 def content_version(batch_hashes: dict[str, str], kind: str = "raw") -> str:
@@ -114,8 +121,15 @@ class DatasetStore:
             self.storage.write_bytes(join(self.version_uri(version), f"{name}.parquet"), data)
         if parent is None and kind == "raw":
             parent = self.latest()
-        manifest = Manifest(version, dict(sorted(rows.items())), dict(sorted(hashes.items())), SCHEMA_VERSION, parent, kind,
-                            dict(sorted(unreadable.items())))
+        manifest = Manifest(
+            version,
+            dict(sorted(rows.items())),
+            dict(sorted(hashes.items())),
+            SCHEMA_VERSION,
+            parent,
+            kind,
+            dict(sorted(unreadable.items())),
+        )
         self.storage.write_json(manifest_uri, manifest.to_dict())  # written last: marks the version complete
         if kind == "raw":
             self.storage.write_text(join(self.root, "datasets", "LATEST"), version + "\n")

@@ -182,7 +182,11 @@ def build_reference(frame: pd.DataFrame, features: tuple[str, ...] = DRIFT_FEATU
     for name in features:
         values = pd.to_numeric(frame[name], errors="coerce").to_numpy(float)
         finite = values[~np.isnan(values)]
-        edges = sorted(set(np.quantile(finite, np.linspace(0, 1, N_BINS + 1)[1:-1]).round(6).tolist())) if len(finite) else []
+        edges = (
+            sorted(set(np.quantile(finite, np.linspace(0, 1, N_BINS + 1)[1:-1]).round(6).tolist()))
+            if len(finite)
+            else []
+        )
         counts = bin_counts(values, edges)
         feats[name] = FeatureReference(edges, (counts / max(counts.sum(), 1)).round(6).tolist())
     nullable = [c.name for c in COLUMNS if c.nullable and c.name in frame]

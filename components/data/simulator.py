@@ -138,7 +138,9 @@ def build_population(cfg: DataConfig) -> Population:
         1 + rng.geometric(0.3, n).clip(max=14) - 1,
         np.where(building == "office", rng.integers(0, 7, n), (rng.random(n) < 0.1).astype(int)),
     ).astype(float)
-    p_elevator = np.where(building == "apartment", 1 / (1 + np.exp(-(floor - 4))), np.where(building == "office", 0.8, 0.0))
+    p_elevator = np.where(
+        building == "apartment", 1 / (1 + np.exp(-(floor - 4))), np.where(building == "office", 0.8, 0.0)
+    )
     elevator = (rng.random(n) < p_elevator).astype(float)
 
     n_drivers = cfg.n_drivers
@@ -263,7 +265,9 @@ def generate_week(cfg: DataConfig, pop: Population, week: int) -> pd.DataFrame:
     measured = service.copy()
     u = rng.random(len(cust))
     measured = np.where(u < FAULT_SHORT_P, rng.uniform(0, 12, len(cust)), measured)
-    measured = np.where((u >= FAULT_SHORT_P) & (u < FAULT_SHORT_P + FAULT_LONG_P), rng.uniform(3000, 9000, len(cust)), measured)
+    measured = np.where(
+        (u >= FAULT_SHORT_P) & (u < FAULT_SHORT_P + FAULT_LONG_P), rng.uniform(3000, 9000, len(cust)), measured
+    )
     measured = np.where(rng.random(len(cust)) < MISSING_LABEL_P, np.nan, np.round(measured, 1))
     floor = pop.cust_floor[cust].copy()
     floor[(rng.random(len(cust)) < MISSING_FLOOR_P) & (pop.cust_building[cust] != "house")] = np.nan

@@ -50,7 +50,11 @@ class ValidationResult:
         return not self.errors
 
     def report(self) -> dict:
-        reasons = Counter(r for cell in self.quarantined_rows[REASON] for r in cell.split("; ")) if len(self.quarantined_rows) else Counter()
+        reasons = (
+            Counter(r for cell in self.quarantined_rows[REASON] for r in cell.split("; "))
+            if len(self.quarantined_rows)
+            else Counter()
+        )
         return {
             "batch": self.batch,
             "rows_in": self.rows_in,
@@ -68,7 +72,9 @@ def _row_check(col: Column, cfg: ValidationConfig) -> list[pa.Check]:
     checks: list[pa.Check] = []
     if col.name == LABEL:
         # Geofence faults: a real stop is neither a few seconds nor hours long.
-        checks.append(pa.Check.in_range(cfg.min_service_s, cfg.max_service_s, error="geofence fault: implausible service time"))
+        checks.append(
+            pa.Check.in_range(cfg.min_service_s, cfg.max_service_s, error="geofence fault: implausible service time")
+        )
     elif col.min is not None and col.max is not None:
         checks.append(pa.Check.in_range(col.min, col.max, error=f"{col.name} out of range [{col.min}, {col.max}]"))
     if col.categories:
@@ -186,7 +192,8 @@ def validate_batch(
                 errors.append(f"distribution of {name} is far from the reference: PSI {value:.2f} > {cfg.psi_reject}")
             elif value > cfg.psi_warn:
                 warnings.append(f"{name} drifted: PSI {value:.2f} > {cfg.psi_warn}")
-        reference.shift_checks(typed, cfg.shifts, errors, warnings)  # label, categories, keys, hours (components.data.drift)
+        # label, categories, keys, hours (components.data.drift)
+        reference.shift_checks(typed, cfg.shifts, errors, warnings)
     bad_share = len(row_reasons) / rows_in
     if bad_share > cfg.max_quarantine_ratio:
         errors.append(f"{bad_share:.0%} of rows fail row checks (limit {cfg.max_quarantine_ratio:.0%})")
@@ -203,7 +210,9 @@ def validate_batch(
                             errors, warnings, psi, batch)
 
 
-def _reject(frame: pd.DataFrame, errors: list[str], batch: str, row_reasons: dict[int, list[str]] | None = None) -> ValidationResult:
+def _reject(
+    frame: pd.DataFrame, errors: list[str], batch: str, row_reasons: dict[int, list[str]] | None = None
+) -> ValidationResult:
     """A rejected batch: every row goes to quarantine, carrying the batch error and its own."""
     row_reasons = row_reasons or {}
     quarantined = frame.copy()
@@ -220,7 +229,12 @@ def unreadable_batch(batch: str, error: str) -> ValidationResult:
 
 def render_markdown(reports: list[dict]) -> str:
     """A summary a person can read: one line per batch, then the reasons."""
-    lines = ["# Validation report", "", "| batch | rows in | accepted | quarantined | verdict |", "|---|---:|---:|---:|---|"]
+    lines = [
+        "# Validation report",
+        "",
+        "| batch | rows in | accepted | quarantined | verdict |",
+        "|---|---:|---:|---:|---|",
+    ]
     for r in reports:
         verdict = "accepted" if r["accepted"] else "**REJECTED**"
         lines.append(f"| {r['batch']} | {r['rows_in']} | {r['rows_accepted']} | {r['rows_quarantined']} | {verdict} |")

@@ -73,7 +73,9 @@ def start_s3_server(data_dir: str | Path, port: int | None = None, access_key: s
                 return server
             time.sleep(0.5)
         server.stop()
-    raise TimeoutError(f"S3 server did not become ready (2 starts, {attempt_timeout:.0f} s each); see {data / 'weed.log'}")
+    raise TimeoutError(
+        f"S3 server did not become ready (2 starts, {attempt_timeout:.0f} s each); see {data / 'weed.log'}"
+    )
 
 
 def _launch(data: Path, s3_port: int, config: Path, access_key: str, secret_key: str) -> S3Server:

@@ -179,8 +179,13 @@ def evaluate(test: pd.DataFrame, candidate: Model, baselines: dict[str, Model] |
     fairness = group_metrics(test, preds["candidate"], delays["candidate"], cfg.promised_window_s, cfg.min_group_rows)
     champion_test = None
     if "champion" in preds:
-        champion_test = paired_bootstrap(test["route_id"], np.abs(preds["candidate"] - y), np.abs(preds["champion"] - y),
-                                         cfg.bootstrap_samples, cfg.bootstrap_confidence)
+        champion_test = paired_bootstrap(
+            test["route_id"],
+            np.abs(preds["candidate"] - y),
+            np.abs(preds["champion"] - y),
+            cfg.bootstrap_samples,
+            cfg.bootstrap_confidence,
+        )
     importance = permutation_importance(candidate, test, cfg.importance_repeats, cfg.importance_rows)
     hidden = permutation_importance(candidate, without_history(test), cfg.importance_repeats, cfg.importance_rows)
     verdict = decide(metrics, slices, kpi, cfg, intervals, fairness, champion_test)

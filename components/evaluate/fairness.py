@@ -49,9 +49,13 @@ def group_metrics(frame: pd.DataFrame, pred: np.ndarray, delay: np.ndarray, wind
         groups = {}
         for g in sorted(set(keys.tolist())):
             m = keys == g
-            groups[str(g)] = {"rows": int(m.sum()), "bias_s": float(err[m].mean()), "mae_s": float(np.abs(err[m]).mean()),
-                              "late_share": float(np.mean(delay[m] > window_s)),
-                              "early_share": float(np.mean(delay[m] < -window_s))}
+            groups[str(g)] = {
+                "rows": int(m.sum()),
+                "bias_s": float(err[m].mean()),
+                "mae_s": float(np.abs(err[m]).mean()),
+                "late_share": float(np.mean(delay[m] > window_s)),
+                "early_share": float(np.mean(delay[m] < -window_s)),
+            }
         for v in groups.values():
             v["judged"] = v["rows"] >= min_rows
         judged = [v for v in groups.values() if v["judged"]]

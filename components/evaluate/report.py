@@ -122,8 +122,15 @@ def _tables(ev, names: list[str]) -> list[str]:
         lines += ["", (f"Of the gain over the rules ({m['baseline']['mae']:.1f} s), removing their bias alone is worth "
                   f"{m['baseline']['mae'] - m['baseline_calibrated']['mae']:.1f} s; learning adds "
                   f"{m['baseline_calibrated']['mae'] - m['candidate']['mae']:.1f} s more.")]
-    lines += ["", "## Route replay KPI", "", "Late: arriving after the promised window; early: before it.", "",
-              "| model | delay mean s | delay std s | late | early | outside window |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Route replay KPI",
+        "",
+        "Late: arriving after the promised window; early: before it.",
+        "",
+        "| model | delay mean s | delay std s | late | early | outside window |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name in [n for n in (*BASELINES, "champion", "candidate") if k.get(n)]:
         r = k[name]
         lines.append(f"| {LABELS[name]} | {r['delay_mean_s']:+.0f} | {r['delay_std_s']:.0f} | {r['late_share']:.1%} | "
@@ -145,19 +152,32 @@ def _intervals_fairness(ev) -> list[str]:
     lines = []
     iv = ev.intervals
     if iv.get("coverage") is not None:
-        lines += ["", "## Intervals", "",
-                  (f"Nominal {iv['nominal']:.0%} central interval, split-conformal on the validation weeks: coverage on "
-                  f"the test weeks {iv['coverage']:.1%} (below {iv['below_share']:.1%}, above {iv['above_share']:.1%}), "
-                  f"mean width {iv['mean_width_s']:.0f} s.")]
+        lines += [
+            "",
+            "## Intervals",
+            "",
+            (
+                f"Nominal {iv['nominal']:.0%} central interval, split-conformal on the validation weeks: coverage on "
+                f"the test weeks {iv['coverage']:.1%} (below {iv['below_share']:.1%}, above {iv['above_share']:.1%}), "
+                f"mean width {iv['mean_width_s']:.0f} s."
+            ),
+        ]
         for w, c in iv.get("by_window", {}).items():
             lines.append(f"- {w}: coverage {c['coverage']:.1%}, mean width {c['mean_width_s']:.0f} s")
     if ev.fairness:
         min_rows = ev.context.get("thresholds", {}).get("min_group_rows")
-        lines += ["", "## Groups (fairness)", "",
-                  (f"Gaps are taken between groups of at least {min_rows} stops; a smaller group (a few drivers' routes) "
-                  "is shown but not judged: its figures are those routes' shocks more than the model."), "",
-                  "| grouping | group | stops | bias s | MAE s | late | early | judged |",
-                  "|---|---|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            "",
+            "## Groups (fairness)",
+            "",
+            (
+                f"Gaps are taken between groups of at least {min_rows} stops; a smaller group (a few drivers' routes) "
+                "is shown but not judged: its figures are those routes' shocks more than the model."
+            ),
+            "",
+            "| grouping | group | stops | bias s | MAE s | late | early | judged |",
+            "|---|---|---:|---:|---:|---:|---:|---|",
+        ]
         for grouping, g in ev.fairness.items():
             for name, v in g["groups"].items():
                 lines.append(f"| {grouping} | {name} | {v['rows']} | {v['bias_s']:+.1f} | {v['mae_s']:.1f} | "
@@ -166,9 +186,15 @@ def _intervals_fairness(ev) -> list[str]:
                          f"MAE gap {g['mae_gap_s']:.1f} s" for grouping, g in ev.fairness.items()]
     if ev.champion_test:
         t = ev.champion_test
-        lines += ["", "## Against the champion", "",
-                  (f"Paired bootstrap over {t['routes']} routes ({t['samples']} resamples): relative MAE regression "
-                  f"{t['mae_regression']:+.2%}, bounds [{t['lower']:+.2%}, {t['upper']:+.2%}] at {t['confidence']:.0%}.")]
+        lines += [
+            "",
+            "## Against the champion",
+            "",
+            (
+                f"Paired bootstrap over {t['routes']} routes ({t['samples']} resamples): relative MAE regression "
+                f"{t['mae_regression']:+.2%}, bounds [{t['lower']:+.2%}, {t['upper']:+.2%}] at {t['confidence']:.0%}."
+            ),
+        ]
     return lines
 
 

@@ -84,16 +84,33 @@ def decide(metrics: dict[str, dict | None], slices: list[dict], kpi: dict[str, d
     if intervals is not None:
         cov = intervals.get("coverage")
         ok = cov is not None and abs(cov - intervals["nominal"]) <= cfg.interval_coverage_tolerance
-        _check(checks, "intervals calibrated", ok,
-               f"coverage {cov:.1%} of nominal {intervals['nominal']:.0%} (tolerance {cfg.interval_coverage_tolerance:.0%}), "
-               f"mean width {intervals['mean_width_s']:.0f} s" if cov is not None else "the model gives no intervals")
+        _check(
+            checks,
+            "intervals calibrated",
+            ok,
+            f"coverage {cov:.1%} of nominal {intervals['nominal']:.0%} "
+            f"(tolerance {cfg.interval_coverage_tolerance:.0%}), "
+            f"mean width {intervals['mean_width_s']:.0f} s"
+            if cov is not None
+            else "the model gives no intervals",
+        )
     if fairness:
         grouping, gap = largest_bias_gap(fairness)
-        _check(checks, f"bias gap between groups at most {cfg.max_group_bias_gap_s:g} s", gap <= cfg.max_group_bias_gap_s,
-               f"largest: {grouping} {gap:.1f} s; " + ", ".join(f"{g} {v['bias_gap_s']:.1f} s" for g, v in fairness.items()))
+        _check(
+            checks,
+            f"bias gap between groups at most {cfg.max_group_bias_gap_s:g} s",
+            gap <= cfg.max_group_bias_gap_s,
+            f"largest: {grouping} {gap:.1f} s; "
+            + ", ".join(f"{g} {v['bias_gap_s']:.1f} s" for g, v in fairness.items()),
+        )
     champ = metrics.get("champion")
     if champ is None:
-        _check(checks, "no regression against champion", True, "no champion yet: first model, judged against the baselines only")
+        _check(
+            checks,
+            "no regression against champion",
+            True,
+            "no champion yet: first model, judged against the baselines only",
+        )
     else:
         _champion_checks(checks, metrics, kpi, slices, cfg, champion_test)
     blessed = all(c["passed"] for c in checks)

@@ -103,7 +103,9 @@ def simulate(cfg: Config, new_weeks: int, start_week: int | None = None, corrupt
         reference = champion.reference if champion else None
         result = validate_batch(frame, cfg.validation, reference, batch=name)
         if len(result.quarantined_rows):
-            store.storage.write_bytes(f"{root}/quarantine/live/{name}.parquet", to_parquet_bytes(result.quarantined_rows))
+            store.storage.write_bytes(
+                f"{root}/quarantine/live/{name}.parquet", to_parquet_bytes(result.quarantined_rows)
+            )
         rec = WeekRecord(week, name, len(frame), result.accepted, len(result.quarantined_rows), None, None,
                          champion.version if champion else None, None)
         if not result.accepted:
@@ -126,10 +128,16 @@ def simulate(cfg: Config, new_weeks: int, start_week: int | None = None, corrupt
         if champion:
             rec.champion_mae = float(np.mean(np.abs(champion.predict(this_week) - y)))
             rec.max_psi = max(psi_by_feature(champion.reference, this_week).values())
-        rec.retrain_reason = retrain_reason(cfg, weeks_since_train, rec.max_psi or 0.0, rec.champion_mae, champion_eval_mae)
+        rec.retrain_reason = retrain_reason(
+            cfg, weeks_since_train, rec.max_psi or 0.0, rec.champion_mae, champion_eval_mae
+        )
         if rec.retrain_reason:
             outcome = _retrain(cfg, root, out / f"week_{week:03d}")
-            rec.candidate_mae, rec.candidate_version, rec.blessed = outcome["mae"], outcome["version"], outcome["blessed"]
+            rec.candidate_mae, rec.candidate_version, rec.blessed = (
+                outcome["mae"],
+                outcome["version"],
+                outcome["blessed"],
+            )
             weeks_since_train = 0
             if outcome["blessed"]:
                 champion = load_champion(cfg)

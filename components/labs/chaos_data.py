@@ -49,12 +49,19 @@ def feed_bug(ctx: Context) -> list[Check]:
     others = [b for b in summary["batches"] if b["batch"] != name]
     return [
         stopped,
-        Check("every row of the bad week is kept in quarantine", same,
-              f"{0 if kept is None else len(kept)} of {len(corrupted)} rows in {quarantine}"
-              + (f"; reason: {kept['quarantine_reason'].iloc[0][:100]}" if kept is not None and len(kept) else "")),
-        Check("the other weeks are accepted", all(b["accepted"] for b in others),
-              f"{sum(b['accepted'] for b in others)} of {len(others)} other weeks accepted; "
-              f"rows in {summary['rows_in']} = accepted {summary['rows_accepted']} + quarantined {summary['rows_quarantined']}"),
+        Check(
+            "every row of the bad week is kept in quarantine",
+            same,
+            f"{0 if kept is None else len(kept)} of {len(corrupted)} rows in {quarantine}"
+            + (f"; reason: {kept['quarantine_reason'].iloc[0][:100]}" if kept is not None and len(kept) else ""),
+        ),
+        Check(
+            "the other weeks are accepted",
+            all(b["accepted"] for b in others),
+            f"{sum(b['accepted'] for b in others)} of {len(others)} other weeks accepted; "
+            f"rows in {summary['rows_in']} = accepted {summary['rows_accepted']} "
+            f"+ quarantined {summary['rows_quarantined']}",
+        ),
     ]
 
 

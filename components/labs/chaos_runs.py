@@ -119,7 +119,8 @@ def _running_mlflow_runs(url: str) -> list[str]:
 
 
 def s3_gone(ctx: Context) -> list[Check]:
-    """``run --stack``: the stack's S3 server is SIGKILLed during training; then the stack restarts and the run is retried."""
+    """``run --stack``: the stack's S3 server is SIGKILLed during training; then the stack restarts and the run
+    is retried."""
     import yaml
 
     from components.core.storage import S3Settings, Storage

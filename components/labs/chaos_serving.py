@@ -66,13 +66,19 @@ def worse_canary(ctx: Context) -> list[Check]:
         failed = Check("the canary of the worse version fails", f"version {bad}" in str(exc), str(exc)[:300])
     after = tracking.alias_version(cfg, tracking.CHAMPION)
     return [
-        Check("the good version passes the same canary", not good.details["problems"],
-              f"version {champ.version}: MAE {good.details['mae']:.1f} s vs evaluated {evaluated:.1f} s"),
+        Check(
+            "the good version passes the same canary",
+            not good.details["problems"],
+            f"version {champ.version}: MAE {good.details['mae']:.1f} s vs evaluated {evaluated:.1f} s",
+        ),
         failed,
-        Check("the worse version is clearly worse", bad_mae > evaluated * (1 + cfg.deploy.mae_tolerance),
-              f"version {bad}: MAE {bad_mae:.1f} s vs evaluated {evaluated:.1f} s (tolerance {cfg.deploy.mae_tolerance:.0%})"),
-        Check("the champion alias is back on the good version", after == champ.version,
-              f"champion -> version {after}"),
+        Check(
+            "the worse version is clearly worse",
+            bad_mae > evaluated * (1 + cfg.deploy.mae_tolerance),
+            f"version {bad}: MAE {bad_mae:.1f} s vs evaluated {evaluated:.1f} s "
+            f"(tolerance {cfg.deploy.mae_tolerance:.0%})",
+        ),
+        Check("the champion alias is back on the good version", after == champ.version, f"champion -> version {after}"),
     ]
 
 
@@ -148,12 +154,23 @@ def champion_file_deleted(ctx: Context) -> list[Check]:
         stop_process_group(proc.pid, 10.0)
     reason = str(after.get("reason", ""))
     return [
-        Check("before: the server answers from the champion", first["status"] == 200 and set(before) == {"model"},
-              f"/readyz {first['status']} version {first.get('version')}; sources {sorted(set(before))}"),
+        Check(
+            "before: the server answers from the champion",
+            first["status"] == 200 and set(before) == {"model"},
+            f"/readyz {first['status']} version {first.get('version')}; sources {sorted(set(before))}",
+        ),
         Check("the file is gone from the registry's store", bool(files), f"{[str(f) for f in files][:2]}"),
-        Check("the running server keeps the model it had loaded", set(held) == {"model"}, f"sources {sorted(set(held))}"),
-        Check("after a restart it answers from the rules (source: fallback)", set(fallback) == {"fallback"},
-              f"sources {sorted(set(fallback))}"),
-        Check("and says so: /readyz is 503 with the load error", after["status"] == 503 and "failed to load" in reason,
-              f"/readyz {after['status']}: {reason[:200]}"),
+        Check(
+            "the running server keeps the model it had loaded", set(held) == {"model"}, f"sources {sorted(set(held))}"
+        ),
+        Check(
+            "after a restart it answers from the rules (source: fallback)",
+            set(fallback) == {"fallback"},
+            f"sources {sorted(set(fallback))}",
+        ),
+        Check(
+            "and says so: /readyz is 503 with the load error",
+            after["status"] == 503 and "failed to load" in reason,
+            f"/readyz {after['status']}: {reason[:200]}",
+        ),
     ]

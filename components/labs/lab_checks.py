@@ -27,9 +27,13 @@ def check_quickstart(ctx: Context) -> None:
     ctx.expect("steps", "ingest .. evaluate completed", ", ".join(steps),
                {"ingest", "validate", "features", "train", "evaluate"} <= set(steps), "the run stopped early")
     rows = summary.get("rows", {})
-    ctx.expect("rows accounted", "in = accepted + quarantined", rows,
-               rows.get("in") is not None and rows.get("in") == (rows.get("accepted") or 0) + (rows.get("quarantined") or 0),
-               "rows went missing between ingest and validation")
+    ctx.expect(
+        "rows accounted",
+        "in = accepted + quarantined",
+        rows,
+        rows.get("in") is not None and rows.get("in") == (rows.get("accepted") or 0) + (rows.get("quarantined") or 0),
+        "rows went missing between ingest and validation",
+    )
     report = summary.get("artifacts", {}).get("evaluation_report")
     if report:
         ctx.file("evaluation report", Path(report))
@@ -87,9 +91,13 @@ def check_training(ctx: Context) -> None:
     from components.learn.features import SPLIT_FILE
 
     split = ctx.read_json(ctx.workspace / "features" / SPLIT_FILE)
-    ctx.expect("features", "features/split.json with train, val and test weeks",
-               sorted((split or {}).get("weeks", {})), split is not None and {"train", "val", "test"} <= set(split["weeks"]),
-               "the features were not built: run the 'Features' cell")
+    ctx.expect(
+        "features",
+        "features/split.json with train, val and test weeks",
+        sorted((split or {}).get("weeks", {})),
+        split is not None and {"train", "val", "test"} <= set(split["weeks"]),
+        "the features were not built: run the 'Features' cell",
+    )
     for model_dir in ("model-in-process", "model-ray"):
         ctx.file(f"model bundle ({model_dir})", ctx.workspace / model_dir / "model.pt")
     client, _, _ = read_registry(ctx, min_versions=2, champion=False)
@@ -154,8 +162,13 @@ def check_serving(ctx: Context) -> None:
                "found" if champion and loaded in text else ("no server log" if not text else "not in the log"),
                bool(champion) and loaded in text,
                "the model server did not load the champion: start it, then run the 'Promote' cell")
-    ctx.expect("graceful stop", "the server stopped on SIGTERM", "shutdown logged" if "Shutting down" in text else "not logged",
-               "Shutting down" in text, "the 'Stop the server' cell has not run")
+    ctx.expect(
+        "graceful stop",
+        "the server stopped on SIGTERM",
+        "shutdown logged" if "Shutting down" in text else "not logged",
+        "Shutting down" in text,
+        "the 'Stop the server' cell has not run",
+    )
     _prediction_log(ctx)
     stack_cfg = ctx.cfg.model_copy(update={"workspace": str(ctx.workspace / "stack")})
     report = stack.status(stack_cfg)

@@ -98,8 +98,13 @@ def mlflow_client(ctx: Context) -> Any | None:
     uri = ctx.options.tracking_uri or tracking.tracking_uri(ctx.cfg)
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
-        if not ctx.expect("MLflow store", f"{relative(db, ctx.workspace)} exists", "present" if db.is_file() else "missing",
-                          db.is_file(), "no MLflow store in the workspace: nothing was trained here"):
+        if not ctx.expect(
+            "MLflow store",
+            f"{relative(db, ctx.workspace)} exists",
+            "present" if db.is_file() else "missing",
+            db.is_file(),
+            "no MLflow store in the workspace: nothing was trained here",
+        ):
             return None
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
@@ -126,8 +131,13 @@ def read_registry(ctx: Context, min_versions: int = 1, champion: bool = True) ->
         return None, [], {}
     name = tracking.model_name(ctx.cfg)
     versions = model_versions(client, name)
-    ctx.expect("registered versions", f"at least {min_versions} of {name}", len(versions), len(versions) >= min_versions,
-               "the train step has not registered enough models")
+    ctx.expect(
+        "registered versions",
+        f"at least {min_versions} of {name}",
+        len(versions),
+        len(versions) >= min_versions,
+        "the train step has not registered enough models",
+    )
     for v in versions:
         if v.run_id and v.run_id not in ctx.run_ids:
             ctx.run_ids.append(v.run_id)

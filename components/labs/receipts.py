@@ -106,9 +106,13 @@ def check_lab(lab: str, workspace: str | Path, config: str | Path | None = None,
 
 
 def render_markdown(receipt: dict) -> str:
-    lines = [f"### Lab {receipt['lab']} ({receipt['notebook']}): {'PASS' if receipt['passed'] else 'FAIL'}",
-             f"student `{receipt['student']}`, {receipt['created_at']}, {len(receipt['files_sha256'])} files hashed", "",
-             "| check | expected | found | result |", "|---|---|---|---|"]
+    lines = [
+        f"### Lab {receipt['lab']} ({receipt['notebook']}): {'PASS' if receipt['passed'] else 'FAIL'}",
+        f"student `{receipt['student']}`, {receipt['created_at']}, {len(receipt['files_sha256'])} files hashed",
+        "",
+        "| check | expected | found | result |",
+        "|---|---|---|---|",
+    ]
     for i in receipt["items"]:
         found = i["found"] if i["result"] == PASS else f"{i['found']} ({i['reason']})"
         lines.append(f"| {i['name']} | {_cell(i['expected'])} | {_cell(found)} | {i['result']} |")
@@ -158,8 +162,12 @@ def render_collected(table: dict[str, dict[str, dict]]) -> str:
     for student in sorted(table):
         labs = table[student]
         done = sum(1 for r in labs.values() if r["passed"])
-        out += [f"## {student}: {done} of {len(LABS)} labs pass", "", "| lab | result | pass/fail/skip | first failure | when |",
-                "|---|---|---|---|---|"]
+        out += [
+            f"## {student}: {done} of {len(LABS)} labs pass",
+            "",
+            "| lab | result | pass/fail/skip | first failure | when |",
+            "|---|---|---|---|---|",
+        ]
         for key, lab in LABS.items():
             r = labs.get(key)
             if r is None:

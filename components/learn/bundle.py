@@ -142,7 +142,9 @@ def calibrate_bundle(bundle_dir: str | Path, val: pd.DataFrame, cfg: Calibration
     segments = val[cfg.segment_column].astype(str).tolist()
     calibration = {"model": fit_calibration(predictor.raw_predict(val), y, segments, cfg),
                    "rules": fit_calibration(BusinessLogicModel().predict(val), y, segments, cfg, mean_correction=False)}
-    (find_bundle(bundle_dir) / CALIBRATION).write_text(json.dumps({k: c.to_dict() for k, c in calibration.items()}, indent=1))
+    (find_bundle(bundle_dir) / CALIBRATION).write_text(
+        json.dumps({k: c.to_dict() for k, c in calibration.items()}, indent=1)
+    )
     return calibration
 
 

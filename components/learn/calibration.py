@@ -49,7 +49,9 @@ class Calibration:
         if not self.segment_column:
             return None
         values = frame[self.segment_column]
-        return values.astype(str).tolist() if hasattr(values, "astype") and not isinstance(values, list) else list(values)
+        return (
+            values.astype(str).tolist() if hasattr(values, "astype") and not isinstance(values, list) else list(values)
+        )
 
     def mean(self, raw_s: np.ndarray, segments=None) -> np.ndarray:
         """The corrected prediction (seconds) from the network's raw one."""

@@ -280,7 +280,9 @@ class FeatureTransform:
         return cls(**d)
 
 
-def time_split(frame: pd.DataFrame, val_weeks: int, test_weeks: int, batch_col: str = "batch") -> dict[str, pd.DataFrame]:
+def time_split(
+    frame: pd.DataFrame, val_weeks: int, test_weeks: int, batch_col: str = "batch"
+) -> dict[str, pd.DataFrame]:
     """Split by week, never at random: train on the past, validate and test on what follows."""
     weeks = sorted(frame[batch_col].unique())
     if len(weeks) < val_weeks + test_weeks + 1:
@@ -294,7 +296,9 @@ def time_split(frame: pd.DataFrame, val_weeks: int, test_weeks: int, batch_col: 
     }
 
 
-def build_features(clean: pd.DataFrame, val_weeks: int, test_weeks: int) -> tuple[dict[str, pd.DataFrame], FeatureTransform, pd.DataFrame]:
+def build_features(
+    clean: pd.DataFrame, val_weeks: int, test_weeks: int
+) -> tuple[dict[str, pd.DataFrame], FeatureTransform, pd.DataFrame]:
     """History over all accepted rows (point in time), a time split, and a transform fit on train.
 
     Returns (splits, transform, history snapshot as of the end of the training weeks).

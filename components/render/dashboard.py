@@ -11,7 +11,9 @@ from components.serving import metric_names as m
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}  # see k8s/base/grafana/datasources.yaml
 
 
-def _panel(pid: int, title: str, kind: str, grid: tuple[int, int, int, int], targets: list[tuple[str, str]], **extra) -> dict:
+def _panel(
+    pid: int, title: str, kind: str, grid: tuple[int, int, int, int], targets: list[tuple[str, str]], **extra
+) -> dict:
     x, y, w, h = grid
     panel = {
         "id": pid,

@@ -200,7 +200,9 @@ def add_render_arguments(parser) -> None:
     parser.add_argument("--overlay", default=render.DEFAULT_OVERLAY, help="overlay under k8s/overlays, or a folder")
     parser.add_argument("--no-samples", action="store_true",
                         help="leave out the sample RayJob and canary (what the bootstrap applies)")
-    parser.add_argument("--crds-out", type=Path, help="also write the first pass alone here: Namespaces, CRDs, the state folders' Job")
+    parser.add_argument(
+        "--crds-out", type=Path, help="also write the first pass alone here: Namespaces, CRDs, the state folders' Job"
+    )
 
 
 def run_render(args) -> int:

@@ -126,6 +126,9 @@ def kfp_resources() -> dict[str, dict]:
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {"name": "minio-external"},
-            "spec": {"type": "ExternalName", "externalName": f"{podspec.MINIO_SERVICE}.{platform().namespace}.svc.cluster.local"},
+            "spec": {
+                "type": "ExternalName",
+                "externalName": f"{podspec.MINIO_SERVICE}.{platform().namespace}.svc.cluster.local",
+            },
         }
     }

@@ -155,8 +155,10 @@ class Network:
         if isinstance(other, Endpoint):
             return False
         if "namespaceSelector" in peer:
-            ns_ok = selects(peer["namespaceSelector"], self.namespaces.get(other.namespace,
-                                                                          {"kubernetes.io/metadata.name": other.namespace}))
+            ns_ok = selects(
+                peer["namespaceSelector"],
+                self.namespaces.get(other.namespace, {"kubernetes.io/metadata.name": other.namespace}),
+            )
         else:
             ns_ok = other.namespace == policy_ns
         pod_ok = selects(peer.get("podSelector"), other.labels) if "podSelector" in peer else True
@@ -231,5 +233,7 @@ def service_backends(objects: Iterable[dict], pods: list[Pod], service: str, nam
         raise KeyError(f"Service {namespace}/{service} has no port {port_name!r}")
     target = port.get("targetPort", port["port"])
     selector = svc["spec"].get("selector") or {}
-    backends = [p for p in pods if p.namespace == namespace and selector and selects({"matchLabels": selector}, p.labels)]
+    backends = [
+        p for p in pods if p.namespace == namespace and selector and selects({"matchLabels": selector}, p.labels)
+    ]
     return [(p, target) for p in backends]

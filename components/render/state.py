@@ -79,9 +79,12 @@ def prepare_job(owners: dict[str, tuple[int, int]]) -> dict:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": PREPARE_JOB, "namespace": f"{p.namespace}-registry",
-                     "labels": {"app.kubernetes.io/name": PREPARE_JOB, **podspec.PART_OF},
-                     "annotations": {PHASE_ANNOTATION: "first"}},
+        "metadata": {
+            "name": PREPARE_JOB,
+            "namespace": f"{p.namespace}-registry",
+            "labels": {"app.kubernetes.io/name": PREPARE_JOB, **podspec.PART_OF},
+            "annotations": {PHASE_ANNOTATION: "first"},
+        },
         "spec": {
             "backoffLimit": 3,
             "ttlSecondsAfterFinished": 3600,
@@ -91,17 +94,24 @@ def prepare_job(owners: dict[str, tuple[int, int]]) -> dict:
                     "restartPolicy": "OnFailure",
                     "automountServiceAccountToken": False,
                     "nodeSelector": {p.state.node_label: "true"},
-                    "containers": [{
-                        "name": "folders",
-                        "image": f"docker.io/library/busybox:{p.versions.busybox}",
-                        "command": ["sh", "-c", script],
-                        # Root, to chown: the only root container of the install, in the privileged namespace.
-                        "securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": False,
-                                            "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "FOWNER", "DAC_OVERRIDE"]}},
-                        "resources": podspec.resources("10m", "16Mi", "100m", "64Mi"),
-                        "volumeMounts": [{"name": "state", "mountPath": root}],
-                    }],
-                    "volumes": [{"name": "state", "hostPath": {"path": p.state.host_path, "type": "DirectoryOrCreate"}}],
+                    "containers": [
+                        {
+                            "name": "folders",
+                            "image": f"docker.io/library/busybox:{p.versions.busybox}",
+                            "command": ["sh", "-c", script],
+                            # Root, to chown: the only root container of the install, in the privileged namespace.
+                            "securityContext": {
+                                "runAsUser": 0,
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "FOWNER", "DAC_OVERRIDE"]},
+                            },
+                            "resources": podspec.resources("10m", "16Mi", "100m", "64Mi"),
+                            "volumeMounts": [{"name": "state", "mountPath": root}],
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "state", "hostPath": {"path": p.state.host_path, "type": "DirectoryOrCreate"}}
+                    ],
                 },
             },
         },

@@ -42,7 +42,13 @@ def canary_check(predictor: Predictor, test: pd.DataFrame, expected_mae: float, 
         problems.append("non-finite predictions")
     if mae > expected_mae * (1 + tolerance):
         problems.append(f"MAE {mae:.1f} s exceeds evaluated {expected_mae:.1f} s by more than {tolerance:.0%}")
-    return {"mae": mae, "expected_mae": expected_mae, "per_stop_ms": latency_ms, "rows": len(test), "problems": problems}
+    return {
+        "mae": mae,
+        "expected_mae": expected_mae,
+        "per_stop_ms": latency_ms,
+        "rows": len(test),
+        "problems": problems,
+    }
 
 
 def request_bodies(stops: pd.DataFrame, per_request: int = 20, limit: int = 50) -> list[bytes]:
@@ -97,7 +103,9 @@ def _deploy_step(cfg: Config, features_dir: str | Path, expected_mae: float, run
         outcome = kubernetes_rollout(cfg, name, version, pd.read_parquet(Path(features_dir) / TEST))
         if not outcome.get("promoted"):
             rolled = tracking.rollback(cfg)
-            raise DeployFailed(f"canary of version {version} failed ({outcome.get('reasons')}); champion back to {rolled['to']}")
+            raise DeployFailed(
+                f"canary of version {version} failed ({outcome.get('reasons')}); champion back to {rolled['to']}"
+            )
         return record(run_uri, Deployed("kubernetes", version, outcome))
     test = pd.read_parquet(Path(features_dir) / TEST)
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,6 +115,12 @@ def _deploy_step(cfg: Config, features_dir: str | Path, expected_mae: float, run
         rolled = tracking.rollback(cfg)
         raise DeployFailed(f"version {version} failed its canary check: {'; '.join(check['problems'])}; "
                            f"champion rolled back to {rolled['to']}")
-    log.info("champion %s version %s passed its canary check (MAE %.1f s on %d stops)", name, version, check["mae"], check["rows"])
+    log.info(
+        "champion %s version %s passed its canary check (MAE %.1f s on %d stops)",
+        name,
+        version,
+        check["mae"],
+        check["rows"],
+    )
     return record(run_uri, Deployed("local", version, {"name": name, "uri": f"models:/{name}@{tracking.CHAMPION}",
                                                        **check}))

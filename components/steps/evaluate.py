@@ -57,7 +57,9 @@ def _evaluate_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(ev.to_dict(), indent=2))
     (out / "verdict.json").write_text(json.dumps(ev.verdict, indent=2))
-    report = write_report(ev, out, title=f"Evaluation on held-out weeks {split['weeks']['test'][0]} .. {split['weeks']['test'][-1]}")
+    report = write_report(
+        ev, out, title=f"Evaluation on held-out weeks {split['weeks']['test'][0]} .. {split['weeks']['test'][-1]}"
+    )
     if run_id:
         with tracking.start_run(run_id=run_id):
             for k in ("candidate", *BASELINES, "champion"):

@@ -48,6 +48,14 @@ def featurize(cfg: Config, clean_path: str | Path, out_dir: str | Path, run_uri:
     snapshot.to_parquet(out / HISTORY_FILE, index=False)
     (out / REFERENCE_FILE).write_text(json.dumps(build_reference(splits["train"]).to_dict()))
     weeks = {k: sorted(v["batch"].unique().tolist()) for k, v in splits.items()}
-    (out / SPLIT_FILE).write_text(json.dumps({"weeks": weeks, "rows": {k: len(v) for k, v in splits.items()},
-                                                "train_areas": sorted(splits["train"]["area_id"].astype(str).unique())}, indent=1))
+    (out / SPLIT_FILE).write_text(
+        json.dumps(
+            {
+                "weeks": weeks,
+                "rows": {k: len(v) for k, v in splits.items()},
+                "train_areas": sorted(splits["train"]["area_id"].astype(str).unique()),
+            },
+            indent=1,
+        )
+    )
     return record(run_uri, Featurized({k: len(v) for k, v in splits.items()}, weeks["test"], str(out)))

@@ -21,7 +21,12 @@ def summarize(run_uri: str, status: str = "SUCCEEDED", error: str | None = None)
             steps[step] = storage.read_json(join(run_uri, "steps", f"{step}.json"))
         except StorageError:
             steps[step] = None
-    ingest, validate, train, ev = steps["ingest"] or {}, steps["validate"] or {}, steps["train"] or {}, steps["evaluate"] or {}
+    ingest, validate, train, ev = (
+        steps["ingest"] or {},
+        steps["validate"] or {},
+        steps["train"] or {},
+        steps["evaluate"] or {},
+    )
     metrics = ev.get("metrics") or {}
     kpi = ev.get("route_kpi") or {}
     deployed = steps["deploy"] or {}
@@ -32,8 +37,11 @@ def summarize(run_uri: str, status: str = "SUCCEEDED", error: str | None = None)
         "run_uri": run_uri,
         "data_version": ingest.get("data_version"),
         "clean_version": validate.get("clean_version"),
-        "rows": {"in": validate.get("rows_in"), "accepted": validate.get("rows_accepted"),
-                 "quarantined": validate.get("rows_quarantined")},
+        "rows": {
+            "in": validate.get("rows_in"),
+            "accepted": validate.get("rows_accepted"),
+            "quarantined": validate.get("rows_quarantined"),
+        },
         "rejected_batches": validate.get("rejected_batches"),
         "metrics": {k: metrics.get(k) for k in MODELS},
         "route_kpi": {k: kpi.get(k) for k in MODELS},
@@ -44,13 +52,22 @@ def summarize(run_uri: str, status: str = "SUCCEEDED", error: str | None = None)
         "verdict": {"blessed": ev.get("blessed"), "reasons": ev.get("reasons", [])},
         # The registry URI: `servicetime serve --model-uri` and mlflow.pyfunc.load_model accept it (MLflow 3
         # keeps a model under its own logged-model id, so the run's `runs:/<id>/model` does not resolve).
-        "model": {"name": train.get("model_name"), "version": train.get("model_version"),
-                  "uri": (f"models:/{train['model_name']}/{train['model_version']}"
-                          if train.get("model_name") and train.get("model_version") else train.get("model_uri")),
-                  "logged_model": train.get("model_uri"),
-                  "run_id": train.get("run_id"), "champion": (steps["register"] or {}).get("version"),
-                  "deployed": deployed.get("version")},
-        "training": {k: train.get(k) for k in ("train_seconds", "samples_per_s", "best_val_mae_s", "num_workers", "ray_init_s")},
+        "model": {
+            "name": train.get("model_name"),
+            "version": train.get("model_version"),
+            "uri": (
+                f"models:/{train['model_name']}/{train['model_version']}"
+                if train.get("model_name") and train.get("model_version")
+                else train.get("model_uri")
+            ),
+            "logged_model": train.get("model_uri"),
+            "run_id": train.get("run_id"),
+            "champion": (steps["register"] or {}).get("version"),
+            "deployed": deployed.get("version"),
+        },
+        "training": {
+            k: train.get(k) for k in ("train_seconds", "samples_per_s", "best_val_mae_s", "num_workers", "ray_init_s")
+        },
         "artifacts": {
             "dataset": ingest.get("uri"),
             "quarantine": validate.get("quarantine_uri"),
@@ -76,7 +93,10 @@ def render_text(summary: dict) -> str:
     if summary.get("error"):
         lines.append(f"  error: {summary['error']}")
     rows = summary["rows"]
-    lines.append(f"  data     version {summary['data_version']}  rows in {rows['in']}, accepted {rows['accepted']}, quarantined {rows['quarantined']}")
+    lines.append(
+        f"  data     version {summary['data_version']}  rows in {rows['in']}, accepted {rows['accepted']}, "
+        f"quarantined {rows['quarantined']}"
+    )
     nan = float("nan")
     for name in ("baseline", "baseline_calibrated", "baseline_history", "champion", "candidate"):
         if m.get(name):
@@ -90,15 +110,22 @@ def render_text(summary: dict) -> str:
         lines.append(f"  candidate's MAE gain: {gains}")
     iv = summary.get("intervals") or {}
     if iv.get("coverage") is not None:
-        lines.append(f"  intervals  nominal {iv['nominal']:.0%}  coverage {iv['coverage']:.1%}  mean width {iv['mean_width_s']:.0f} s")
+        lines.append(
+            f"  intervals  nominal {iv['nominal']:.0%}  coverage {iv['coverage']:.1%}  "
+            f"mean width {iv['mean_width_s']:.0f} s"
+        )
     for group, f in (summary.get("fairness") or {}).items():
-        lines.append(f"  fairness   {group}: bias gap {f['bias_gap_s']:.1f} s, late-share gap {f['late_share_gap']:.1%}")
+        lines.append(
+            f"  fairness   {group}: bias gap {f['bias_gap_s']:.1f} s, late-share gap {f['late_share_gap']:.1%}"
+        )
     if v.get("blessed") is not None:
         lines.append(f"  verdict  {'BLESSED' if v['blessed'] else 'NOT BLESSED'}")
         lines += [f"    {r}" for r in v["reasons"]]
     model = summary["model"]
     if model.get("version"):
-        lines.append(f"  model    {model['name']} v{model['version']}  champion={model.get('champion') or '-'}  {model['uri']}")
+        lines.append(
+            f"  model    {model['name']} v{model['version']}  champion={model.get('champion') or '-'}  {model['uri']}"
+        )
     for name, where in summary["artifacts"].items():
         if where:
             lines.append(f"  {name:<18} {where}")

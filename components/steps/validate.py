@@ -50,8 +50,16 @@ def _reference(store: DatasetStore, version: str, batches: list[str], cfg: Confi
     return build_reference(pd.concat(rows))
 
 
-def validate_dataset(cfg: Config, data_root: str, version: str, out_dir: str | Path, report_path: str | Path | None = None,
-                     fail_on_rejected: bool = True, reference: Reference | None = None, run_uri: str | None = None) -> Validated:
+def validate_dataset(
+    cfg: Config,
+    data_root: str,
+    version: str,
+    out_dir: str | Path,
+    report_path: str | Path | None = None,
+    fail_on_rejected: bool = True,
+    reference: Reference | None = None,
+    run_uri: str | None = None,
+) -> Validated:
     store = DatasetStore(data_root)
     manifest = store.manifest(version)
     batches = list(manifest.batches)

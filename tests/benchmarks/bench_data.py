@@ -190,9 +190,15 @@ def default_features() -> DefaultFeatures:
     validate_dataset(cfg, str(data), version, str(root / "validate"))
     featurize(cfg, str(root / "validate" / "clean.parquet"), str(root / "features"))
     d = root / "features"
-    return DefaultFeatures(cfg, d, Arrays.from_bytes((d / TRAIN).read_bytes()), Arrays.from_bytes((d / VAL).read_bytes()),
-                           pd.read_parquet(d / TEST), FeatureTransform.load(d / "transform.json"),
-                           time.perf_counter() - started)
+    return DefaultFeatures(
+        cfg,
+        d,
+        Arrays.from_bytes((d / TRAIN).read_bytes()),
+        Arrays.from_bytes((d / VAL).read_bytes()),
+        pd.read_parquet(d / TEST),
+        FeatureTransform.load(d / "transform.json"),
+        time.perf_counter() - started,
+    )
 
 
 # --- the benchmark ---------------------------------------------------------------------------
@@ -226,7 +232,9 @@ def test_bench_data():
         for stage in ("generate", "validate", "features", "total"):
             s[f"{stage}_time_ratio"] = s[f"{stage}_s"] / one[f"{stage}_s"]
             s[f"{stage}_exponent"] = _exponent(s[f"{stage}_s"], one[f"{stage}_s"], s["raw_rows"], one["raw_rows"])
-        s["memory_ratio"] = ratio(s["peak_rss_mb"] - s["rss_after_imports_mb"], one["peak_rss_mb"] - one["rss_after_imports_mb"])
+        s["memory_ratio"] = ratio(
+            s["peak_rss_mb"] - s["rss_after_imports_mb"], one["peak_rss_mb"] - one["rss_after_imports_mb"]
+        )
         s["bytes_per_row"] = (s["peak_rss_mb"] - s["rss_after_imports_mb"]) * 2**20 / s["raw_rows"]
         rows.append(row)
     print_table("data: generate + validate + features (52 weeks; one fresh process per size)", rows)
@@ -235,8 +243,14 @@ def test_bench_data():
                "total exponent k": s["total_exponent"], "memory ratio": s["memory_ratio"],
                "data bytes/row": s["bytes_per_row"]} for s in sizes]
     print_table("data: growth against 1x (time ~ rows^k; k = 1 is linear)", growth)
-    parts = [{"size": f"{s['scale']}x", **{f"{k} s": v for k, v in s["features_parts_s"].items()},
-              **{f"{k} rows/s": s["feature_rows"] / v for k, v in s["features_parts_s"].items() if v > 0}} for s in sizes]
+    parts = [
+        {
+            "size": f"{s['scale']}x",
+            **{f"{k} s": v for k, v in s["features_parts_s"].items()},
+            **{f"{k} rows/s": s["feature_rows"] / v for k, v in s["features_parts_s"].items() if v > 0},
+        }
+        for s in sizes
+    ]
     print_table("data: inside the features stage (seconds; history = point-in-time customer history)", parts)
     largest = sizes[-1]
     exponents = {st: largest[f"{st}_exponent"] for st in ("generate", "validate", "features", "total")}

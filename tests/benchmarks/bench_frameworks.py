@@ -72,9 +72,18 @@ def stops_frame(stops: list[dict]):
 
 def answer(predictor, stops: list[dict]) -> dict:
     seconds, low, high = predictor.predict_interval(stops_frame(stops))
-    return {"predictions": [{"service_time_s": round(float(s), 3), "low_s": round(float(a), 3), "high_s": round(float(b), 3),
-                             "source": "model"} for s, a, b in zip(seconds, low, high, strict=True)],
-            "model_version": predictor.version}
+    return {
+        "predictions": [
+            {
+                "service_time_s": round(float(s), 3),
+                "low_s": round(float(a), 3),
+                "high_s": round(float(b), 3),
+                "source": "model",
+            }
+            for s, a, b in zip(seconds, low, high, strict=True)
+        ],
+        "model_version": predictor.version,
+    }
 
 
 def load_predictor(bundle: str):
@@ -127,8 +136,10 @@ class RayServePredictor:
         stops = self.request_model.model_validate_json(await request.body()).stops
         cols = to_columns(stops)
         seconds, low, high = self.scorer.predict_interval(cols)
-        return Response(render_predictions(seconds, np.ones(len(seconds), dtype=bool), self.predictor.version, low, high),
-                        media_type="application/json")
+        return Response(
+            render_predictions(seconds, np.ones(len(seconds), dtype=bool), self.predictor.version, low, high),
+            media_type="application/json",
+        )
 
 
 def serve_with_ray(port: int, bundle: str, scorer: bool = False) -> None:
@@ -294,12 +305,41 @@ def test_bench_frameworks():
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     specs = {
         "ours": lambda port: ours_command(tmp / "ws", port, bundle),
-        "minimal": lambda port: [sys.executable, "-m", "uvicorn", "--factory", "tests.benchmarks.bench_frameworks:minimal_app",
-                                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
-        "ray-serve": lambda port: [sys.executable, "-m", "tests.benchmarks.bench_frameworks", "ray-serve",
-                                   "--port", str(port), "--bundle", str(bundle)],
-        "ray-serve+scorer": lambda port: [sys.executable, "-m", "tests.benchmarks.bench_frameworks", "ray-serve",
-                                          "--port", str(port), "--bundle", str(bundle), "--scorer"],
+        "minimal": lambda port: [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "tests.benchmarks.bench_frameworks:minimal_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        "ray-serve": lambda port: [
+            sys.executable,
+            "-m",
+            "tests.benchmarks.bench_frameworks",
+            "ray-serve",
+            "--port",
+            str(port),
+            "--bundle",
+            str(bundle),
+        ],
+        "ray-serve+scorer": lambda port: [
+            sys.executable,
+            "-m",
+            "tests.benchmarks.bench_frameworks",
+            "ray-serve",
+            "--port",
+            str(port),
+            "--bundle",
+            str(bundle),
+            "--scorer",
+        ],
     }
     results: dict[str, dict] = {}
     servers: list[Server] = []
@@ -330,15 +370,25 @@ def test_bench_frameworks():
     for kind, (n, clients) in LOADS.items():
         for name in specs:
             r = results[name][kind]
-            rows.append({"load": f"{kind} ({n} stop{'s' if n > 1 else ''}, {clients} clients)", "server": name,
-                         "req/s": r["throughput_rps"], "stops/s": r["stops_per_s"], "p50 ms": r["p50_ms"],
-                         "p99 ms": r["p99_ms"], "errors": r["errors"],
-                         "throughput vs minimal": ratio(r["throughput_rps"], results["minimal"][kind]["throughput_rps"]),
-                         "throughput vs ray-serve": ratio(r["throughput_rps"], results["ray-serve"][kind]["throughput_rps"]),
-                         "p99 vs minimal": ratio(r["p99_ms"], results["minimal"][kind]["p99_ms"]),
-                         "p99 vs ray-serve": ratio(r["p99_ms"], results["ray-serve"][kind]["p99_ms"]),
-                         "throughput vs ray-serve+scorer": ratio(r["throughput_rps"], results["ray-serve+scorer"][kind]["throughput_rps"]),
-                         "p99 vs ray-serve+scorer": ratio(r["p99_ms"], results["ray-serve+scorer"][kind]["p99_ms"])})
+            rows.append(
+                {
+                    "load": f"{kind} ({n} stop{'s' if n > 1 else ''}, {clients} clients)",
+                    "server": name,
+                    "req/s": r["throughput_rps"],
+                    "stops/s": r["stops_per_s"],
+                    "p50 ms": r["p50_ms"],
+                    "p99 ms": r["p99_ms"],
+                    "errors": r["errors"],
+                    "throughput vs minimal": ratio(r["throughput_rps"], results["minimal"][kind]["throughput_rps"]),
+                    "throughput vs ray-serve": ratio(r["throughput_rps"], results["ray-serve"][kind]["throughput_rps"]),
+                    "p99 vs minimal": ratio(r["p99_ms"], results["minimal"][kind]["p99_ms"]),
+                    "p99 vs ray-serve": ratio(r["p99_ms"], results["ray-serve"][kind]["p99_ms"]),
+                    "throughput vs ray-serve+scorer": ratio(
+                        r["throughput_rps"], results["ray-serve+scorer"][kind]["throughput_rps"]
+                    ),
+                    "p99 vs ray-serve+scorer": ratio(r["p99_ms"], results["ray-serve+scorer"][kind]["p99_ms"]),
+                }
+            )
     print_table(f"frameworks: one bundle, one uvicorn worker / one Serve replica, load generator in its own process, "
                 f"{DURATION_S:.0f} s per run", rows)
     print("start-up to ready: " + ", ".join(f"{name} {results[name]['ready_s']:.1f} s" for name in specs))
@@ -347,9 +397,13 @@ def test_bench_frameworks():
         for kind in LOADS:
             ours, other = results["ours"][kind], results[framework][kind]
             x = ratio(ours["throughput_rps"], other["throughput_rps"])
-            goals.append(goal(f"{kind}: our server >= {GOAL_THROUGHPUT}x {framework}'s throughput at equal or better p99",
-                              x >= GOAL_THROUGHPUT and ours["p99_ms"] <= other["p99_ms"],
-                              f"{x:.2f}x throughput, p99 {ours['p99_ms']:.1f} vs {other['p99_ms']:.1f} ms"))
+            goals.append(
+                goal(
+                    f"{kind}: our server >= {GOAL_THROUGHPUT}x {framework}'s throughput at equal or better p99",
+                    x >= GOAL_THROUGHPUT and ours["p99_ms"] <= other["p99_ms"],
+                    f"{x:.2f}x throughput, p99 {ours['p99_ms']:.1f} vs {other['p99_ms']:.1f} ms",
+                )
+            )
     record("frameworks", {"servers": results, "rows": rows, "goals": goals, "batch": BATCH, "loads": LOADS,
                           "duration_s": DURATION_S, "load_average_before": load_before,
                           "wall_s": time.perf_counter() - wall})

@@ -75,8 +75,12 @@ def fit_torch(feats, params: dict):
     def predict(arrays) -> np.ndarray:
         return predict_seconds(model, arrays.cats, arrays.nums).numpy().astype(float)
 
-    return {"val_mae": result.best_val_mae, "fit_s": seconds, "rounds": f"epoch {result.best_epoch + 1}/{len(result.history)}",
-            "predict": predict}
+    return {
+        "val_mae": result.best_val_mae,
+        "fit_s": seconds,
+        "rounds": f"epoch {result.best_epoch + 1}/{len(result.history)}",
+        "predict": predict,
+    }
 
 
 def fit_lgbm(feats, params: dict):
@@ -134,10 +138,16 @@ def test_bench_quality():
                 [{k: v for k, v in t.items() if k != "predict"} | {"val MAE s": t["val_mae"]} for t in tuning],
                 ["family", "config", "val MAE s", "rounds", "fit_s"])
 
-    chosen = {fam: min((t for t in tuning if t["family"] == fam), key=lambda t: t["val_mae"]) for fam in ("pytorch", "lightgbm")}
+    chosen = {
+        fam: min((t for t in tuning if t["family"] == fam), key=lambda t: t["val_mae"])
+        for fam in ("pytorch", "lightgbm")
+    }
     window = EvalConfig().promised_window_s
-    preds = {"pytorch": chosen["pytorch"]["predict"](test_arrays), "lightgbm": chosen["lightgbm"]["predict"](test_arrays),
-             "business rules": BusinessLogicModel().predict(feats.test)}
+    preds = {
+        "pytorch": chosen["pytorch"]["predict"](test_arrays),
+        "lightgbm": chosen["lightgbm"]["predict"](test_arrays),
+        "business rules": BusinessLogicModel().predict(feats.test),
+    }
     rows = []
     for name, pred in preds.items():
         assert np.all(np.isfinite(pred)) and len(pred) == len(y), name
@@ -153,10 +163,25 @@ def test_bench_quality():
         r["MAE vs rules"] = ratio(r["test MAE s"], by["business rules"]["test MAE s"])
         r["delay std vs lightgbm"] = ratio(r["route delay std s"], by["lightgbm"]["route delay std s"])
         r["delay std vs rules"] = ratio(r["route delay std s"], by["business rules"]["route delay std s"])
-    print_table(f"quality: held-out test weeks ({len(y):,} stops, {feats.test['route_id'].nunique():,} routes; "
-                f"promised window +-{window:.0f} s)", rows,
-                ["model", "test MAE s", "P90 abs err s", "bias s", "route delay std s", "outside window",
-                 "MAE vs lightgbm", "MAE vs rules", "delay std vs lightgbm", "delay std vs rules", "val MAE s", "fit s"])
+    print_table(
+        f"quality: held-out test weeks ({len(y):,} stops, {feats.test['route_id'].nunique():,} routes; "
+        f"promised window +-{window:.0f} s)",
+        rows,
+        [
+            "model",
+            "test MAE s",
+            "P90 abs err s",
+            "bias s",
+            "route delay std s",
+            "outside window",
+            "MAE vs lightgbm",
+            "MAE vs rules",
+            "delay std vs lightgbm",
+            "delay std vs rules",
+            "val MAE s",
+            "fit s",
+        ],
+    )
     for r in rows:
         print(f"  {r['model']:<15} {r['config']}")
     winner = min(("pytorch", "lightgbm"), key=lambda m: by[m]["test MAE s"])

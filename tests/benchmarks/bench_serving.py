@@ -291,9 +291,16 @@ def test_bench_serving(trained, tmp_path):  # noqa: F811
     single = json.dumps({"stops": stops[:1]}).encode()
     batch = json.dumps({"stops": stops}).encode()
     env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR",)}
-    results: dict = {"cpus": os.cpu_count(), "load_average_before": os.getloadavg(), "duration_s": DURATION_S, "batch_size": BATCH,
-                     "single_concurrency": SINGLE_CONCURRENCY, "batch_concurrency": BATCH_CONCURRENCY,
-                     "server_workers": 1, "targets": TARGETS}
+    results: dict = {
+        "cpus": os.cpu_count(),
+        "load_average_before": os.getloadavg(),
+        "duration_s": DURATION_S,
+        "batch_size": BATCH,
+        "single_concurrency": SINGLE_CONCURRENCY,
+        "batch_concurrency": BATCH_CONCURRENCY,
+        "server_workers": 1,
+        "targets": TARGETS,
+    }
     results["in_process"] = _in_process_cost(trained.bundle, single, batch)
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         full_port, minimal_port = free_port(), free_port()
@@ -325,9 +332,12 @@ def test_bench_serving(trained, tmp_path):  # noqa: F811
         "minimal_single_p99_ms_at_half_peak": minimal["single_half_peak"]["p99_ms"],
         "minimal_batch_stops_per_s": minimal["batch"]["stops_per_s"],
         # Median over adjacent (A, B) rounds of full/minimal: pairs share the machine's load of the moment.
-        "single_throughput_ratio_full_vs_minimal": _paired_ratio(full["single_rps_rounds"], minimal["single_rps_rounds"]),
-        "batch_throughput_ratio_full_vs_minimal": _paired_ratio(full["batch_stops_per_s_rounds"],
-                                                                minimal["batch_stops_per_s_rounds"]),
+        "single_throughput_ratio_full_vs_minimal": _paired_ratio(
+            full["single_rps_rounds"], minimal["single_rps_rounds"]
+        ),
+        "batch_throughput_ratio_full_vs_minimal": _paired_ratio(
+            full["batch_stops_per_s_rounds"], minimal["batch_stops_per_s_rounds"]
+        ),
         "errors": sum(side["errors"] + side["single_half_peak"]["errors_all_trials"] for side in (full, minimal)),
         "in_process_monitoring_us_single": results["in_process"]["single"]["monitoring_us"],
         "in_process_monitoring_share_single": results["in_process"]["single"]["monitoring_share"],
@@ -339,7 +349,8 @@ def test_bench_serving(trained, tmp_path):  # noqa: F811
     summary["meets"] = {
         "single_p99_ms_at_half_peak": summary["single_p99_ms_at_half_peak"] < TARGETS["single_p99_ms_at_half_peak"],
         "batch_stops_per_s": summary["batch_stops_per_s"] > TARGETS["batch_stops_per_s"],
-        "monitoring_loss": max(summary["single_monitoring_loss"], summary["batch_monitoring_loss"]) <= TARGETS["monitoring_loss"],
+        "monitoring_loss": max(summary["single_monitoring_loss"], summary["batch_monitoring_loss"])
+        <= TARGETS["monitoring_loss"],
     }
     results["summary"] = summary
     from tests.benchmarks.results import record
@@ -347,18 +358,31 @@ def test_bench_serving(trained, tmp_path):  # noqa: F811
     out = record("serving", results)  # shares the results file with the other benchmarks
 
     print("\nmodel server benchmark (%d CPUs, 1 uvicorn worker, load generator in another process)" % os.cpu_count())
-    print(f"  single stop, peak:          {summary['single_peak_rps']:8.0f} req/s   (minimal app {summary['minimal_single_peak_rps']:.0f})")
-    print(f"  single stop at half peak:   p50 {summary['single_p50_ms_at_half_peak']:.2f} ms, p99 {summary['single_p99_ms_at_half_peak']:.2f} ms"
-          f"   (minimal app p99 {summary['minimal_single_p99_ms_at_half_peak']:.2f} ms)")
-    print(f"  batch of {BATCH}:             {summary['batch_stops_per_s']:8.0f} stops/s (p50 {summary['batch_p50_ms']:.1f} ms, "
-          f"p99 {summary['batch_p99_ms']:.1f} ms; minimal app {summary['minimal_batch_stops_per_s']:.0f})")
+    print(
+        f"  single stop, peak:          {summary['single_peak_rps']:8.0f} req/s   "
+        f"(minimal app {summary['minimal_single_peak_rps']:.0f})"
+    )
+    print(
+        f"  single stop at half peak:   p50 {summary['single_p50_ms_at_half_peak']:.2f} ms, "
+        f"p99 {summary['single_p99_ms_at_half_peak']:.2f} ms"
+        f"   (minimal app p99 {summary['minimal_single_p99_ms_at_half_peak']:.2f} ms)"
+    )
+    print(
+        f"  batch of {BATCH}:             {summary['batch_stops_per_s']:8.0f} stops/s "
+        f"(p50 {summary['batch_p50_ms']:.1f} ms, "
+        f"p99 {summary['batch_p99_ms']:.1f} ms; minimal app {summary['minimal_batch_stops_per_s']:.0f})"
+    )
     print(f"  throughput full/minimal:    single {summary['single_throughput_ratio_full_vs_minimal']:.3f}, "
           f"batch {summary['batch_throughput_ratio_full_vs_minimal']:.3f}  "
           f"(lost to monitoring: {summary['single_monitoring_loss']:.1%} / {summary['batch_monitoring_loss']:.1%})")
-    print(f"  in process (no HTTP):       monitoring costs {summary['in_process_monitoring_us_single']:.0f} us of a "
-          f"{results['in_process']['single']['full_us']:.0f} us single-stop request "
-          f"({summary['in_process_monitoring_share_single']:.1%}), {summary['in_process_monitoring_us_batch']:.0f} us of a "
-          f"{results['in_process']['batch']['full_us'] / 1000:.1f} ms batch ({summary['in_process_monitoring_share_batch']:.1%})")
+    print(
+        f"  in process (no HTTP):       monitoring costs {summary['in_process_monitoring_us_single']:.0f} us of a "
+        f"{results['in_process']['single']['full_us']:.0f} us single-stop request "
+        f"({summary['in_process_monitoring_share_single']:.1%}), "
+        f"{summary['in_process_monitoring_us_batch']:.0f} us of a "
+        f"{results['in_process']['batch']['full_us'] / 1000:.1f} ms batch "
+        f"({summary['in_process_monitoring_share_batch']:.1%})"
+    )
     print(f"  p99 at half peak, all trials: {full['single_half_peak']['p99_ms_all_trials']} ms; "
           f"load average before/after: {results['load_average_before'][0]:.2f}/{results['load_average_after'][0]:.2f}")
     print(f"  targets met: {summary['meets']}; errors: {summary['errors']}")

@@ -80,7 +80,8 @@ def batch_loader(train, batch_size: int, seed: int, sampler=None):
 
 
 def _ray_worker_batched(config: dict) -> None:
-    """The library's Ray worker (components.learn.ray_train._ray_worker) with a whole-batch loader, nothing else changed.
+    """The library's Ray worker (components.learn.ray_train._ray_worker) with a whole-batch loader,
+    nothing else changed.
 
     Rank 0 also writes wall-clock marks (entry, ready to train, each epoch's end and report) to
     ``config["marks"]`` so the driver can split Ray's fixed overhead into its parts.
@@ -149,12 +150,20 @@ def fit_ray_batched(feats, net, cfg, storage_path: str, name: str) -> dict:
     started, fit_start = time.perf_counter(), time.time()
     trainer = TorchTrainer(
         _ray_worker_batched,
-        train_loop_config={"train": cfg.model_dump(), "net": net.to_dict(), "train_uri": feats.train_uri,
-                           "val_uri": feats.val_uri, "marks": str(marks_file)},
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, resources_per_worker={"CPU": cfg.cpus_per_worker}),
+        train_loop_config={
+            "train": cfg.model_dump(),
+            "net": net.to_dict(),
+            "train_uri": feats.train_uri,
+            "val_uri": feats.val_uri,
+            "marks": str(marks_file),
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.num_workers, resources_per_worker={"CPU": cfg.cpus_per_worker}
+        ),
         torch_config=ray.train.torch.TorchConfig(backend="gloo"),
-        run_config=ray.train.RunConfig(name=name, storage_path=storage_path,
-                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=storage_path, checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)
+        ),
     )
     result = trainer.fit()
     fit_end = time.time()
@@ -193,7 +202,8 @@ def loader_costs(feats, batch_sizes=(512, 2048)) -> list[dict]:
         out = []
         for bs in batch_sizes:
             gen = torch.Generator().manual_seed(13)
-            library = DataLoader(_tensors(feats.train), batch_size=bs, shuffle=True, generator=gen)  # per-sample indexing, as train.py used to build it
+            # Per-sample indexing, as train.py used to build it.
+            library = DataLoader(_tensors(feats.train), batch_size=bs, shuffle=True, generator=gen)
             started = time.perf_counter()
             steps = sum(1 for _ in library)
             t_library = time.perf_counter() - started
@@ -379,11 +389,14 @@ def test_bench_training():
     one_thread = next((r for r in rows if r["run"] == "in-process, 1 thread"), None)
     if one_thread:
         t1 = one_thread["to target 3% s"]
-        print(f"against in-process with 1 torch thread (to target 3% {t1:.1f} s, "
-              f"{one_thread['samples/s (epochs)']:,.0f} samples/s): ray 2w to target "
-              f"{ratio(ray2['to target 3% cold s'], t1):.1f}x cold, {ratio(ray2['to target 3% s'], t1):.1f}x warm; "
-              f"in-process default ({default_threads} threads) {ratio(base['to target 3% s'], t1):.1f}x, epoch throughput "
-              f"{ratio(base['samples/s (epochs)'], one_thread['samples/s (epochs)']):.2f}x")
+        print(
+            f"against in-process with 1 torch thread (to target 3% {t1:.1f} s, "
+            f"{one_thread['samples/s (epochs)']:,.0f} samples/s): ray 2w to target "
+            f"{ratio(ray2['to target 3% cold s'], t1):.1f}x cold, {ratio(ray2['to target 3% s'], t1):.1f}x warm; "
+            f"in-process default ({default_threads} threads) {ratio(base['to target 3% s'], t1):.1f}x, "
+            "epoch throughput "
+            f"{ratio(base['samples/s (epochs)'], one_thread['samples/s (epochs)']):.2f}x"
+        )
     goals = []
     for label, key in (("cold (incl. ray.init)", "to target 3% cold vs in-process"),
                        ("warm (Ray already up)", "to target 3% vs in-process")):

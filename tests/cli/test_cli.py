@@ -8,12 +8,16 @@ import pandas as pd
 
 
 def servicetime(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "components.cli.main", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "components.cli.main", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def test_generate_then_validate_good_and_bad_batches(tmp_path):
     out = tmp_path / "data"
-    r = servicetime("--config", "components/configs/tiny.yaml", "data", "generate", "--weeks", "3", "--seed", "3", "--out", str(out))
+    r = servicetime(
+        "--config", "components/configs/tiny.yaml", "data", "generate", "--weeks", "3", "--seed", "3", "--out", str(out)
+    )
     assert r.returncode == 0, r.stderr
     batches = sorted((out / "raw").glob("*.parquet"))
     assert len(batches) == 3

@@ -60,9 +60,15 @@ def test_s3_killed_during_a_stack_run_fails_fast_naming_s3_and_leaves_no_running
         def mlflow_runs() -> list:
             return client.search_runs([e.experiment_id for e in client.search_experiments()])
 
-        run = subprocess.Popen([*CLI, "--workspace", str(ws), "run", "--stack", "--simulate-if-empty", "--epochs", "60"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-                               env=_env(), start_new_session=True)
+        run = subprocess.Popen(
+            [*CLI, "--workspace", str(ws), "run", "--stack", "--simulate-if-empty", "--epochs", "60"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=tmp_path,
+            env=_env(),
+            start_new_session=True,
+        )
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(line.rstrip("\n") for line in run.stdout), daemon=True)
         reader.start()
@@ -91,15 +97,24 @@ def test_s3_killed_during_a_stack_run_fails_fast_naming_s3_and_leaves_no_running
         runs = mlflow_runs()
         assert runs, "the train step had started an MLflow run"
         assert [(r.info.run_name, r.info.status) for r in runs if r.info.status == "RUNNING"] == []
-        print(f"failed {took:.0f} s after S3 was killed; MLflow runs: {[(r.info.run_name, r.info.status) for r in runs]}")
+        print(
+            f"failed {took:.0f} s after S3 was killed; MLflow runs: {[(r.info.run_name, r.info.status) for r in runs]}"
+        )
     finally:
         stack.down(cfg, timeout_s=5)
 
 
 def test_two_runs_started_together_keep_two_intact_records(tmp_path):
     ws = tmp_path / "ws"
-    gen = subprocess.run([*CLI, "--workspace", str(ws), "data", "generate"], capture_output=True, text=True, check=False,
-                         cwd=tmp_path, env=_env(), timeout=300)
+    gen = subprocess.run(
+        [*CLI, "--workspace", str(ws), "data", "generate"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        env=_env(),
+        timeout=300,
+    )
     assert gen.returncode == 0, gen.stderr
     assert not (ws / "mlflow.db").exists()  # the MLflow store is created by the runs, together
     # In-process training: what two runs share is the workspace, its MLflow store and records, not Ray.

@@ -1,5 +1,6 @@
 """The KubeRay path without a cluster: the RayJob the train step submits (validated against
-KubeRay's CRD in tests/infra/test_install.py), and its entry point (the same train_with_ray, data and result on S3) runs for real on local Ray."""
+KubeRay's CRD in tests/infra/test_install.py), and its entry point (the same train_with_ray, data and result
+on S3) runs for real on local Ray."""
 
 import pytest
 
@@ -20,7 +21,9 @@ def features(tmp_path, tiny_weeks):
     from components.steps.featurize import featurize
 
     cfg = tiny_config(tmp_path / "ws", **{"train.num_workers": 1, "train.epochs": 2})
-    clean = pd.concat([validate_batch(f, ValidationConfig(), batch=n).accepted_rows.assign(batch=n) for n, f in tiny_weeks])
+    clean = pd.concat(
+        [validate_batch(f, ValidationConfig(), batch=n).accepted_rows.assign(batch=n) for n, f in tiny_weeks]
+    )
     clean.to_parquet(tmp_path / "clean.parquet")
     featurize(cfg, tmp_path / "clean.parquet", tmp_path / "features")
     return cfg, tmp_path / "features"

@@ -30,8 +30,11 @@ SHIFTS = {
     "area_type collapsed to urban": (lambda f: f.assign(area_type="urban"), "error", "area_type shares"),
     "customer keys re-salted": (_resalt, "error", "known customer_key"),
     "driver keys re-salted": (lambda f: _resalt(f, "driver_key"), "error", "known driver_key"),
-    "clock shifted by 5 hours": (lambda f: f.assign(**{TIMESTAMP: pd.to_datetime(f[TIMESTAMP]) + pd.Timedelta(hours=5)}),
-                                 "error", "hour-of-day"),
+    "clock shifted by 5 hours": (
+        lambda f: f.assign(**{TIMESTAMP: pd.to_datetime(f[TIMESTAMP]) + pd.Timedelta(hours=5)}),
+        "error",
+        "hour-of-day",
+    ),
 }
 
 

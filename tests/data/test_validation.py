@@ -26,7 +26,9 @@ def check_accounting(result, frame):
     report = result.report()
     assert report["rows_in"] == len(frame) == report["rows_accepted"] + report["rows_quarantined"]
     assert (result.quarantined_rows[REASON].str.len() > 0).all()
-    kept = set(result.accepted_rows["delivery_id"].astype(str)) | set(result.quarantined_rows["delivery_id"].astype(str))
+    kept = set(result.accepted_rows["delivery_id"].astype(str)) | set(
+        result.quarantined_rows["delivery_id"].astype(str)
+    )
     assert kept == set(frame["delivery_id"].astype(str))
     return report
 

@@ -71,7 +71,9 @@ def test_stack_up_status_down(tmp_path):
         prom = services["prometheus"]["url"]
 
         def scraped():
-            body = httpx.get(f"{prom}/api/v1/query", params={"query": f'{m.FALLBACKS}_total{{reason="no_model"}}'}).json()
+            body = httpx.get(
+                f"{prom}/api/v1/query", params={"query": f'{m.FALLBACKS}_total{{reason="no_model"}}'}
+            ).json()
             return body["data"]["result"] and float(body["data"]["result"][0]["value"][1]) >= 1
 
         wait_for(scraped, 30, 0.5, "prometheus to scrape the fallback count")

@@ -79,7 +79,9 @@ def test_history_median_uses_the_customer_then_the_segment():
     past = pd.DataFrame({"customer_key": ["a", "a", "a", "b"] + ["c"] * 40, "area_type": ["urban"] * 44,
                          "building_type": ["house"] * 44, LABEL: [100.0, 200.0, 900.0, 50.0] + [400.0] * 40})
     model = HistoryMedian.fit(past)
-    frame = pd.DataFrame({"customer_key": ["a", "b", "new"], "area_type": ["urban"] * 3, "building_type": ["house"] * 3})
+    frame = pd.DataFrame(
+        {"customer_key": ["a", "b", "new"], "area_type": ["urban"] * 3, "building_type": ["house"] * 3}
+    )
     assert model.predict(frame).tolist() == [200.0, 50.0, 400.0]
 
 

@@ -36,7 +36,11 @@ def test_bootstrap_on_a_hand_made_pair():
     champion = rng.exponential(80, len(routes))
     # The candidate is 5 % worse on every stop: the whole interval sits at +5 %.
     t = paired_bootstrap(routes, champion * 1.05, champion, samples=300, confidence=0.95)
-    assert t["mae_regression"] == pytest.approx(0.05) and t["lower"] == pytest.approx(0.05) and t["upper"] == pytest.approx(0.05)
+    assert (
+        t["mae_regression"] == pytest.approx(0.05)
+        and t["lower"] == pytest.approx(0.05)
+        and t["upper"] == pytest.approx(0.05)
+    )
     # Equal on average, but better on half the routes and worse on the other half: the point
     # estimate is near zero, and the interval says how far noise alone could move it.
     sign = np.where(np.arange(len(routes)) // 20 % 2 == 0, 1.3, 0.7)
@@ -74,12 +78,20 @@ def test_fit_calibration_removes_bias_per_segment_and_brackets_the_mean():
 
 
 def test_group_gaps():
-    frame = pd.DataFrame({"area_type": ["urban"] * 4 + ["rural"] * 4, "driver_tenure_weeks": [10, 10, 80, 80, 200, 200, 200, 200],
-                          "service_time_s": [300.0] * 8})
+    frame = pd.DataFrame(
+        {
+            "area_type": ["urban"] * 4 + ["rural"] * 4,
+            "driver_tenure_weeks": [10, 10, 80, 80, 200, 200, 200, 200],
+            "service_time_s": [300.0] * 8,
+        }
+    )
     pred = np.array([280.0, 280, 280, 280, 310, 310, 310, 310])
     delay = np.array([0, 1000, 0, 1000, 0, 0, -1000, 0])
     g = group_metrics(frame, pred, delay, window_s=900, min_rows=2)
     assert g["area_type"]["bias_gap_s"] == pytest.approx(30.0)
-    assert g["area_type"]["groups"]["urban"]["late_share"] == 0.5 and g["area_type"]["groups"]["rural"]["early_share"] == 0.25
+    assert (
+        g["area_type"]["groups"]["urban"]["late_share"] == 0.5
+        and g["area_type"]["groups"]["rural"]["early_share"] == 0.25
+    )
     assert set(g["driver_tenure"]["groups"]) == {"under 1 year", "1-2 years", "2 years and more"}
     assert group_metrics(frame, pred, delay, window_s=900, min_rows=5)["area_type"]["bias_gap_s"] == 0.0

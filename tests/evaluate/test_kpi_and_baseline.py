@@ -21,7 +21,9 @@ def test_route_kpi_on_a_hand_computed_route():
 
 
 def test_late_and_early_are_apart():
-    route = pd.DataFrame({"route_id": ["r"] * 4, "stop_index": [0, 1, 2, 3], "service_time_s": [100.0, 100.0, 100.0, 100.0]})
+    route = pd.DataFrame(
+        {"route_id": ["r"] * 4, "stop_index": [0, 1, 2, 3], "service_time_s": [100.0, 100.0, 100.0, 100.0]}
+    )
     kpi = route_kpi(route, np.array([300.0, 300.0, 300.0, 300.0]), window_s=300)  # the plan is 200 s too long a stop
     assert kpi["early_share"] == 0.5 and kpi["late_share"] == 0.0  # delays 0, -200, -400, -600
     assert kpi["outside_window_share"] == kpi["early_share"] + kpi["late_share"]
@@ -34,8 +36,13 @@ def test_route_order_follows_stop_index_not_row_order():
 
 
 def test_business_rules():
-    stops = pd.DataFrame({
-        "n_boxes": [2, 6, 3, 3], "floor": [0, 4, 4, np.nan], "has_elevator": [0, 0, 1, np.nan],
-        "building_type": ["house", "apartment", "apartment", "apartment"], "area_type": ["suburban", "urban", "rural", "suburban"],
-    })
+    stops = pd.DataFrame(
+        {
+            "n_boxes": [2, 6, 3, 3],
+            "floor": [0, 4, 4, np.nan],
+            "has_elevator": [0, 0, 1, np.nan],
+            "building_type": ["house", "apartment", "apartment", "apartment"],
+            "area_type": ["suburban", "urban", "rural", "suburban"],
+        }
+    )
     assert BusinessLogicModel().predict(stops).tolist() == [420.0, 420 + 40 + 90 + 45, 420 - 30, 420.0]

@@ -18,7 +18,9 @@ RULES_KPI = kpi(1000, late=0.05, early=0.38)
 
 
 def slices(*rows):
-    return [{"slice": name, "rows": n, "candidate": c, "baseline": b, "vs_baseline": c / b - 1} for name, n, c, b in rows]
+    return [
+        {"slice": name, "rows": n, "candidate": c, "baseline": b, "vs_baseline": c / b - 1} for name, n, c, b in rows
+    ]
 
 
 GOOD_SLICES = slices(("urban", 300, 90, 140), ("rural", 200, 70, 120))
@@ -70,7 +72,10 @@ def test_intervals_must_cover_near_nominal():
 
 
 def test_largest_group_bias_gap_blocks():
-    fair = {"area_type": {"bias_gap_s": 22.0, "late_share_gap": 0.05}, "driver_tenure": {"bias_gap_s": 3.0, "late_share_gap": 0.0}}
+    fair = {
+        "area_type": {"bias_gap_s": 22.0, "late_share_gap": 0.05},
+        "driver_tenure": {"bias_gap_s": 3.0, "late_share_gap": 0.0},
+    }
     v = decide(metrics(), GOOD_SLICES, {"candidate": kpi(600), "baseline": RULES_KPI}, CFG, INTERVALS, fair)
     assert failed(v) == ["bias gap between groups at most 15 s"] and "area_type 22.0 s" in v["reasons"][-2]
 
@@ -87,13 +92,17 @@ def test_champion_checks_bias_late_share_and_slices():
     base = {"candidate": kpi(600, late=0.08), "baseline": RULES_KPI, "champion": kpi(600, late=0.08)}
     ok = decide(metrics(champion=m(80)), GOOD_SLICES, base, CFG)
     assert ok["blessed"] and not ok["first_model"], ok["reasons"]
-    assert failed(decide(metrics(cand=m(82), champion=m(80)), GOOD_SLICES, base, CFG)) == ["no regression against champion"]
+    assert failed(decide(metrics(cand=m(82), champion=m(80)), GOOD_SLICES, base, CFG)) == [
+        "no regression against champion"
+    ]
     assert failed(decide(metrics(cand=m(80, bias=4), champion=m(80, bias=1)), GOOD_SLICES, base, CFG)) == [
         "no more biased than champion"]
     later = {**base, "candidate": kpi(600, late=0.10)}
     assert failed(decide(metrics(champion=m(80)), GOOD_SLICES, later, CFG)) == ["no more late stops than champion"]
     worse = [dict(s, champion=s["candidate"] * 0.8, vs_champion=0.25) for s in GOOD_SLICES]
-    assert failed(decide(metrics(champion=m(80)), worse, base, CFG)) == ["no slice more than 10% worse than the champion"]
+    assert failed(decide(metrics(champion=m(80)), worse, base, CFG)) == [
+        "no slice more than 10% worse than the champion"
+    ]
 
 
 def test_champion_bootstrap_bound_decides_not_the_point_estimate():

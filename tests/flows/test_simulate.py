@@ -12,7 +12,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_retrain_reasons():
-    cfg = tiny_config("/tmp/unused", **{"retrain.every_weeks": 4, "retrain.drift_psi": 0.2, "retrain.error_growth": 0.1})
+    cfg = tiny_config(
+        "/tmp/unused", **{"retrain.every_weeks": 4, "retrain.drift_psi": 0.2, "retrain.error_growth": 0.1}
+    )
     assert retrain_reason(cfg, 1, 0.0, None, None) == "no champion yet"
     assert retrain_reason(cfg, 4, 0.0, 80, 80).startswith("schedule")
     assert retrain_reason(cfg, 1, 0.5, 80, 80).startswith("input drift")

@@ -19,8 +19,23 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def objects(upstream_root, tmp_path_factory) -> list[dict]:
     """The CLI's render, read back: the same code path the bootstrap runs on the node."""
     out = tmp_path_factory.mktemp("render") / "all.yaml"
-    proc = subprocess.run([sys.executable, "-m", "components.cli.main", "cluster", "render", "--upstream",
-                           str(upstream_root), "--out", str(out)], capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "components.cli.main",
+            "cluster",
+            "render",
+            "--upstream",
+            str(upstream_root),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     return render.load_all(out.read_text())
 

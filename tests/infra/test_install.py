@@ -118,7 +118,9 @@ def test_bootstrap_waits_only_for_what_the_install_has(objects):
 
 def test_secrets_that_pods_read_are_created_by_the_bootstrap(objects):
     text = BOOTSTRAP.read_text()
-    created = {(("NS" if ns == "$NS" else ns), name) for ns, name in re.findall(r'ensure_secret "([^"]+)" ([\w-]+)', text)}
+    created = {
+        (("NS" if ns == "$NS" else ns), name) for ns, name in re.findall(r'ensure_secret "([^"]+)" ([\w-]+)', text)
+    }
     created = {(NS, n) for _, n in created} | {(KFP_NS, podspec.S3_SECRET)}  # copy_s3_secret_to_kfp
     created |= set(UPSTREAM_RUNTIME_SECRETS)
     rendered = {(o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects if o["kind"] == "Secret"}
@@ -151,7 +153,9 @@ def _containers(spec: dict) -> list[dict]:
 def _secret_refs(spec: dict) -> set[str]:
     refs = {v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
     for c in _containers(spec):
-        refs |= {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+        refs |= {
+            e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})
+        }
         refs |= {e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e}
     return refs
 
@@ -177,12 +181,16 @@ def test_configmaps_service_accounts_and_claims_exist(objects):
 
 
 def test_cluster_role_bindings_name_service_accounts_that_exist(objects):
-    accounts = {(o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects if o["kind"] == "ServiceAccount"}
+    accounts = {
+        (o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects if o["kind"] == "ServiceAccount"
+    }
     for b in (o for o in objects if o["kind"] in ("ClusterRoleBinding", "RoleBinding")):
         for s in b.get("subjects", []):
             if s["kind"] == "ServiceAccount":
                 ns = s.get("namespace", b["metadata"].get("namespace"))
-                assert (ns, s["name"]) in accounts, f"{b['kind']} {b['metadata']['name']} binds missing {ns}/{s['name']}"
+                assert (ns, s["name"]) in accounts, (
+                    f"{b['kind']} {b['metadata']['name']} binds missing {ns}/{s['name']}"
+                )
 
 
 def test_every_service_selects_pods(objects, pods):
@@ -227,17 +235,27 @@ def required_flows(pods):
         ("pipeline pods -> model server (canary traffic)", PIPELINE_POD, ("svc", deploy.MODEL_SERVER, NS, "http")),
         ("pipeline pods -> Prometheus (canary gate)", PIPELINE_POD, ("svc", "prometheus", NS, "http")),
         ("KFP API server -> MinIO", pod(pods, "Deployment/ml-pipeline", KFP_NS), ("svc", "minio", NS, "s3")),
-        ("KFP UI -> MinIO (minio-external)", pod(pods, "Deployment/ml-pipeline-ui", KFP_NS),
-         ("svc", "minio-external", KFP_NS, "s3")),
-        ("Argo controller -> MinIO (logs)", pod(pods, "Deployment/workflow-controller", KFP_NS), ("svc", "minio", NS, "s3")),
+        (
+            "KFP UI -> MinIO (minio-external)",
+            pod(pods, "Deployment/ml-pipeline-ui", KFP_NS),
+            ("svc", "minio-external", KFP_NS, "s3"),
+        ),
+        (
+            "Argo controller -> MinIO (logs)",
+            pod(pods, "Deployment/workflow-controller", KFP_NS),
+            ("svc", "minio", NS, "s3"),
+        ),
         ("Ray head -> MinIO", head, ("svc", "minio", NS, "s3")),
         ("Ray worker -> MinIO", worker, ("svc", "minio", NS, "s3")),
         ("Ray head -> MLflow", head, ("svc", "mlflow", NS, "http")),
         ("Ray worker -> head GCS", worker, ("pod", head, "gcs")),
         ("Ray head -> worker (any port)", head, ("pod", worker, 10002)),
         ("submitter -> head dashboard", submitter, ("pod", head, "dashboard")),
-        ("KubeRay operator -> head dashboard", pod(pods, "Deployment/kuberay-operator", KUBERAY_NS),
-         ("pod", head, "dashboard")),
+        (
+            "KubeRay operator -> head dashboard",
+            pod(pods, "Deployment/kuberay-operator", KUBERAY_NS),
+            ("pod", head, "dashboard"),
+        ),
         ("Prometheus -> model server", ours["prometheus"], ("svc", deploy.MODEL_SERVER, NS, "http")),
         ("model server -> MLflow", ours["model-server"], ("svc", "mlflow", NS, "http")),
         ("model server -> MinIO", ours["model-server"], ("svc", "minio", NS, "s3")),
@@ -388,7 +406,9 @@ def test_builtin_kinds_validate_strictly_against_kubernetes(objects):
 
 
 def test_custom_resources_validate_strictly_against_their_crds_in_the_render(objects):
-    crds = {(c["spec"]["group"], c["spec"]["names"]["kind"]): c for c in objects if c["kind"] == "CustomResourceDefinition"}
+    crds = {
+        (c["spec"]["group"], c["spec"]["names"]["kind"]): c for c in objects if c["kind"] == "CustomResourceDefinition"
+    }
     customs = [o for o in objects if (o["apiVersion"].split("/")[0], o["kind"]) in crds]
     assert customs
     for o in customs:

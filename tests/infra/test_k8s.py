@@ -92,7 +92,11 @@ def strict_schema(schema):
     if not isinstance(schema, dict):
         return schema
     out = {k: strict_schema(v) for k, v in schema.items()}
-    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False
     return out
 
@@ -245,7 +249,10 @@ def test_mlflow_uses_postgres_minio_and_allows_cluster_hosts():
     for var in ("POSTGRES_USER", "POSTGRES_DB"):
         assert env_names.index(var) < env_names.index("MLFLOW_BACKEND_STORE_URI")
         assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "postgres-credentials", "key": var}
-    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "postgres-credentials", "key": "POSTGRES_PASSWORD"}
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "postgres-credentials",
+        "key": "POSTGRES_PASSWORD",
+    }
     assert "value" not in env["PGPASSWORD"]
     # MLflow's own least-privilege S3 user, not the pipeline's.
     mlflow_s3 = s3_users.users()["mlflow"].secret
@@ -691,7 +698,11 @@ def test_scripts_are_strict():
 def test_build_image_pushes_the_platform_tag():
     env = {**os.environ, "PYTHON": sys.executable}  # the script reads platform.yaml with PyYAML
     out = subprocess.run(
-        ["bash", str(REPO_ROOT / "infra/build_image.sh"), "--print"], capture_output=True, text=True, check=True, env=env
+        ["bash", str(REPO_ROOT / "infra/build_image.sh"), "--print"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
     ).stdout.split("\n")
     p = platform()
     assert out[0] == f"image {p.image.ref}"

@@ -600,7 +600,9 @@ STATE_LABEL = f"{PLATFORM['state']['node_label']}=true"
 VOLUME_ID = "3f2a9c4e-8b1d-4e6f-9a7c-1d2e3f4a5b6c"
 
 
-def _template_vars(role: str, docker_mirror: str = "", state_volume: str = "", prebuilt_image: str = "") -> dict[str, str]:
+def _template_vars(
+    role: str, docker_mirror: str = "", state_volume: str = "", prebuilt_image: str = ""
+) -> dict[str, str]:
     """The values instances.tf passes to templatefile, for one sample node."""
     server = role == "server"
     return {
@@ -760,7 +762,13 @@ def test_python_render_matches_terraform_templatefile(tmp_path, role, docker_mir
 
 def test_shellcheck():
     assert shutil.which("shellcheck"), "shellcheck is required (Debian package shellcheck)"
-    assert {p.name for p in SCRIPTS} >= {"lease.sh", "release.sh", "k3s-node.sh", "state-volume.sh", "bootstrap-handoff.sh"}
+    assert {p.name for p in SCRIPTS} >= {
+        "lease.sh",
+        "release.sh",
+        "k3s-node.sh",
+        "state-volume.sh",
+        "bootstrap-handoff.sh",
+    }
     result = subprocess.run(["shellcheck", *map(str, SCRIPTS)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -1025,8 +1033,14 @@ def _world(user: str, lease_status: str, server_status: str | None, owner: str) 
             world["servers"].append({"ID": f"{user}-vm-{key}", "Name": f"{s}-{key}", "Status": server_status})
         for net in ("shared", "private"):
             world["ports"].append({"ID": f"{user}-port-{key}-{net}", "Name": f"{s}-{key}-{net}", "Device Owner": owner})
-    world["fips"].append({"ID": f"{user}-fip", "Floating IP Address": "129.114.0.7", "Port": f"{user}-port-server-shared",
-                          "Description": f"{s} control plane"})
+    world["fips"].append(
+        {
+            "ID": f"{user}-fip",
+            "Floating IP Address": "129.114.0.7",
+            "Port": f"{user}-port-server-shared",
+            "Description": f"{s} control plane",
+        }
+    )
     return world
 
 
@@ -1416,7 +1430,11 @@ HANDOFF_STUBS = {
         if [ "$1" = clone ]; then
           dir="${@: -1}"
           mkdir -p "$dir/.git" "$dir/infra"
-          printf '#!/bin/sh\necho "platform bootstrap ran, PREBUILT_IMAGE=${PREBUILT_IMAGE-unset}"\nexit ${FAKE_BOOTSTRAP_RC:-0}\n' >"$dir/infra/bootstrap.sh"
+          {
+            echo '#!/bin/sh'
+            echo 'echo "platform bootstrap ran, PREBUILT_IMAGE=${PREBUILT_IMAGE-unset}"'
+            echo 'exit ${FAKE_BOOTSTRAP_RC:-0}'
+          } >"$dir/infra/bootstrap.sh"
           chmod +x "$dir/infra/bootstrap.sh"
         fi
     """,

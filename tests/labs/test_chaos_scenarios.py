@@ -49,7 +49,9 @@ def test_feed_bug_is_rejected_and_its_rows_kept(tmp_path):
 
 @pytest.mark.slow
 def test_resalted_customer_keys_are_flagged(tmp_path):
-    _holds(_run("resalted-keys", tmp_path), "the re-salted week is flagged", "normal weeks raise no customer-key message")
+    _holds(
+        _run("resalted-keys", tmp_path), "the re-salted week is flagged", "normal weeks raise no customer-key message"
+    )
 
 
 @pytest.mark.slow

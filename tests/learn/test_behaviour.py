@@ -28,7 +28,9 @@ def test_high_floor_without_elevator_is_not_faster(tiny_split, tiny_predictor):
     for floor in (4.0, 6.0, 9.0):
         with_lift = tiny_predictor.predict(stops.assign(floor=floor, has_elevator=1.0))
         stairs = tiny_predictor.predict(stops.assign(floor=floor, has_elevator=0.0))
-        assert (stairs >= with_lift).all(), f"floor {floor}: stairs faster than the elevator for {(stairs < with_lift).sum()} stops"
+        assert (stairs >= with_lift).all(), (
+            f"floor {floor}: stairs faster than the elevator for {(stairs < with_lift).sum()} stops"
+        )
 
 
 def test_unseen_area_is_finite_and_near_its_area_type(tiny_split, tiny_predictor):
@@ -36,7 +38,9 @@ def test_unseen_area_is_finite_and_near_its_area_type(tiny_split, tiny_predictor
     vocab = tiny_predictor.transform.vocab["area_id"]
     for area_type in ("urban", "suburban", "rural"):
         known = tiny_split.train.loc[tiny_split.train.area_type == area_type, "area_id"].unique()
-        typical = np.median([tiny_predictor.predict(stops.assign(area_id=a, area_type=area_type)) for a in known], axis=0)
+        typical = np.median(
+            [tiny_predictor.predict(stops.assign(area_id=a, area_type=area_type)) for a in known], axis=0
+        )
         unseen = tiny_predictor.predict(stops.assign(area_id="A-opened-yesterday", area_type=area_type))
         assert "A-opened-yesterday" not in vocab and np.isfinite(unseen).all()
         assert np.median(np.abs(unseen / typical - 1)) < 0.10, area_type

@@ -11,7 +11,9 @@ from components.learn.features import (
 
 
 def toy():
-    ts = pd.to_datetime(["2024-01-01 09:00", "2024-01-02 09:00", "2024-01-03 09:00", "2024-01-03 09:00", "2024-01-04 09:00"], utc=True)
+    ts = pd.to_datetime(
+        ["2024-01-01 09:00", "2024-01-02 09:00", "2024-01-03 09:00", "2024-01-03 09:00", "2024-01-04 09:00"], utc=True
+    )
     return pd.DataFrame({"delivery_id": list("abcde"), "customer_key": ["c1", "c1", "c1", "c2", "c1"],
                          "delivered_at": ts, "service_time_s": [100.0, 200.0, 400.0, 50.0, 800.0]})
 

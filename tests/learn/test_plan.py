@@ -53,19 +53,24 @@ def test_plan_of_next_week_without_labels(champion, tmp_path, capsys):
     assert _cli(cfg, "data", "orders", "--out", str(orders)) == 0
     planned = pd.read_parquet(orders)
     assert LABEL not in planned and planned["delivery_id"].is_unique
-    assert _cli(cfg, "plan", "--orders", str(orders), "--out", str(plan_uri), "--summary", str(tmp_path / "s.json")) == 0
+    assert (
+        _cli(cfg, "plan", "--orders", str(orders), "--out", str(plan_uri), "--summary", str(tmp_path / "s.json")) == 0
+    )
     assert "planned" in capsys.readouterr().out
     plan = pd.read_parquet(plan_uri)
     assert list(plan.columns) == list(PLAN_COLUMNS)
     assert len(plan) == len(planned) and set(plan["delivery_id"]) == set(planned["delivery_id"])
     assert (plan["low_s"] <= plan["service_time_s"]).all() and (plan["service_time_s"] <= plan["high_s"]).all()
-    assert (plan["window_start"] <= plan["planned_arrival"]).all() and (plan["planned_arrival"] <= plan["window_end"]).all()
+    assert (plan["window_start"] <= plan["planned_arrival"]).all() and (
+        plan["planned_arrival"] <= plan["window_end"]
+    ).all()
     for _, route in plan.groupby("route_id"):  # in route order: stops, arrivals and windows all move forward
         assert route["stop_index"].is_monotonic_increasing
         for col in ("planned_arrival", "window_start", "window_end"):
             assert route[col].is_monotonic_increasing, col
     summary = json.loads((tmp_path / "s.json").read_text())
-    assert summary["window_coverage"] is None and summary["level"] == pytest.approx(0.8)  # no labels: nothing to measure
+    # No labels: nothing to measure.
+    assert summary["window_coverage"] is None and summary["level"] == pytest.approx(0.8)
 
 
 def test_plan_on_labelled_weeks_states_its_coverage(champion, tmp_path):

@@ -25,7 +25,9 @@ def arrays(tmp_path_factory, tiny_weeks):
 
     from components.core.config import ValidationConfig
 
-    clean = pd.concat([validate_batch(f, ValidationConfig(), batch=n).accepted_rows.assign(batch=n) for n, f in tiny_weeks])
+    clean = pd.concat(
+        [validate_batch(f, ValidationConfig(), batch=n).accepted_rows.assign(batch=n) for n, f in tiny_weeks]
+    )
     splits, transform, _ = build_features(clean, 2, 2)
     out = tmp_path_factory.mktemp("arrays")
     train, val = encode(transform, splits["train"]), encode(transform, splits["val"])
@@ -61,7 +63,9 @@ def test_ray_two_workers_with_s3_checkpoints(arrays, s3_server):
     from components.core.storage import Storage
 
     assert any(p.endswith("state.pt") for p in Storage().list("s3://st-checkpoints/ray/two-workers"))
-    reference = train_in_process(arrays["train"], arrays["val"], arrays["net"], cfg.model_copy(update={"num_workers": 0}))
+    reference = train_in_process(
+        arrays["train"], arrays["val"], arrays["net"], cfg.model_copy(update={"num_workers": 0})
+    )
     assert result.best_val_mae == pytest.approx(reference.best_val_mae, rel=0.15)
 
 
@@ -99,6 +103,8 @@ def test_killed_worker_resumes_from_checkpoint(arrays, tmp_path):
     assert epochs == sorted(set(epochs)) and epochs[-1] == 3, f"resumed, not restarted: {epochs}"
     resumed = load_state(Path(result.extra["checkpoint_path"]) / CHECKPOINT_FILE).resumed
     assert resumed is not None and resumed > 0, f"the final checkpoint says it resumed at epoch {resumed}"
-    reference = train_in_process(arrays["train"], arrays["val"], arrays["net"], cfg.model_copy(update={"num_workers": 0}))
+    reference = train_in_process(
+        arrays["train"], arrays["val"], arrays["net"], cfg.model_copy(update={"num_workers": 0})
+    )
     assert result.best_val_mae == pytest.approx(reference.best_val_mae, rel=0.15)
     assert Path(result.extra["checkpoint_path"]).exists()

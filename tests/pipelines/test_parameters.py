@@ -33,7 +33,9 @@ def test_a_config_travels_once_and_comes_back_whole():
                                  "eval.max_slice_regression": 0.2})
     text = P.config_json_for(cfg)
     raw = json.loads(text)
-    assert "epochs" not in raw["train"] and "num_workers" not in raw["train"] and "max_slice_regression" not in raw["eval"]
+    assert (
+        "epochs" not in raw["train"] and "num_workers" not in raw["train"] and "max_slice_regression" not in raw["eval"]
+    )
     back = config_with(text, P.as_fields(**P.knob_values(cfg)))
     assert back == cfg
 

@@ -6,7 +6,17 @@ from components.core.config import load_config
 from components.core.platform import platform
 from pipelines.submit import cluster_config, compile_cluster_pipeline, compile_pipeline
 
-TASKS = {"ingest-op", "validate-op", "features-op", "tune-op", "train-op", "evaluate-op", "register-op", "deploy-op", "summary-op"}
+TASKS = {
+    "ingest-op",
+    "validate-op",
+    "features-op",
+    "tune-op",
+    "train-op",
+    "evaluate-op",
+    "register-op",
+    "deploy-op",
+    "summary-op",
+}
 
 
 def load(path):
@@ -43,7 +53,9 @@ def test_compiled_pipeline_structure(tmp_path):
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {platform().image.ref}
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert {"data_root", "run_uri", "num_workers", "epochs", "min_improvement", "last_weeks", "tune_trials"} <= set(params)
+    assert {"data_root", "run_uri", "num_workers", "epochs", "min_improvement", "last_weeks", "tune_trials"} <= set(
+        params
+    )
     assert params["tune_trials"]["defaultValue"] == 0  # tuning is off unless a user asks for trials
     # The tune step sits between features and train; train reads its best settings.
     assert "features-op" in tasks["tune-op"]["dependentTasks"] and "tune-op" in tasks["train-op"]["dependentTasks"]
@@ -66,7 +78,9 @@ def test_cluster_build_injects_services_and_secret(tmp_path):
     for e in platform_spec.values():
         auth = next(x for x in e["secretAsEnv"] if x["secretName"] == MLFLOW_AUTH_SECRET)
         assert sorted(k["envVar"] for k in auth["keyToEnv"]) == sorted(MLFLOW_AUTH_KEYS)
-    env = {v["name"]: v["value"] for e in docs[0]["deploymentSpec"]["executors"].values() for v in e["container"]["env"]}
+    env = {
+        v["name"]: v["value"] for e in docs[0]["deploymentSpec"]["executors"].values() for v in e["container"]["env"]
+    }
     assert env["MLFLOW_TRACKING_URI"].startswith("http://mlflow.") and env["AWS_ENDPOINT_URL"].startswith("http://minio.")
 
 
@@ -82,12 +96,16 @@ class FakeClient:
         FakeClient.calls.append(("experiment", name))
         return type("Exp", (), {"experiment_id": "exp-1"})()
 
-    def create_run_from_pipeline_package(self, package, arguments, run_name, experiment_name, namespace, enable_caching):
+    def create_run_from_pipeline_package(
+        self, package, arguments, run_name, experiment_name, namespace, enable_caching
+    ):
         spec = next(yaml.safe_load_all(open(package)))
         FakeClient.calls.append(("run", spec["pipelineInfo"]["name"], arguments, enable_caching))
         return type("Run", (), {"run_id": "run-1"})()
 
-    def create_recurring_run(self, experiment_id, job_name, cron_expression, pipeline_package_path, params, enable_caching):
+    def create_recurring_run(
+        self, experiment_id, job_name, cron_expression, pipeline_package_path, params, enable_caching
+    ):
         FakeClient.calls.append(("recurring", cron_expression, params["data_root"]))
         return type("Job", (), {"recurring_run_id": "rec-1"})()
 

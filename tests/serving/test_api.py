@@ -16,7 +16,9 @@ from components.serving.http import render_predictions, validation_error
 
 def test_stop_fields_are_the_planning_columns():
     assert FIELD_NAMES == PLANNING_COLUMNS
-    assert set(Stop.model_fields) == set(PLANNING_COLUMNS) | {ID}  # delivery_id: optional, echoed and logged, no feature
+    assert set(Stop.model_fields) == set(PLANNING_COLUMNS) | {
+        ID
+    }  # delivery_id: optional, echoed and logged, no feature
     assert "cust_prev_count" not in Stop.model_fields and "service_time_s" not in Stop.model_fields
     schema = Stop.model_json_schema()
     assert schema["additionalProperties"] is False

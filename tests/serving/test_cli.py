@@ -34,7 +34,11 @@ def test_parsers_register_the_commands():
     args = p.parse_args(["serve", "--port", "9999", "--model-uri", "models:/x@champion", "--workers", "2",
                          "--reload-interval", "5"])
     assert args.func is cli.cmd_serve and args.port == 9999 and args.workers == 2 and args.reload_interval == 5
-    for action, func in (("up", stack_cli.cmd_stack_up), ("down", stack_cli.cmd_stack_down), ("status", stack_cli.cmd_stack_status)):
+    for action, func in (
+        ("up", stack_cli.cmd_stack_up),
+        ("down", stack_cli.cmd_stack_down),
+        ("status", stack_cli.cmd_stack_status),
+    ):
         assert p.parse_args(["stack", action]).func is func
     assert p.parse_args(["stack", "up", "--free-ports"]).free_ports
 

@@ -77,12 +77,17 @@ def test_join_and_figures_overall_and_per_slice(logged):
     urban = (both["area_type"] == "urban").mean()
     assert report["rows_joined"] == len(both) and report["join_rate"] == 1.0 and report["models"] == ["7"]
     assert rows["all"]["bias"] == pytest.approx(30 * urban - 10 * (1 - urban), abs=1e-3)
-    assert rows["area_type=urban"]["bias"] == pytest.approx(30.0) and rows["area_type=urban"]["mae"] == pytest.approx(30.0)
+    assert rows["area_type=urban"]["bias"] == pytest.approx(30.0) and rows["area_type=urban"]["mae"] == pytest.approx(
+        30.0
+    )
     assert rows["area_type=rural"]["bias"] == pytest.approx(-10.0)
     assert rows["area_type=urban"]["coverage"] == 0.0 and rows["area_type=suburban"]["coverage"] == 1.0
     assert rows["all"]["coverage"] == pytest.approx(1 - urban, abs=1e-3)
     new_customers = (~both["customer_key"].astype(str).isin(customers)).sum()
-    assert rows["new customer"]["rows"] == new_customers and rows["returning customer"]["rows"] == len(both) - new_customers
+    assert (
+        rows["new customer"]["rows"] == new_customers
+        and rows["returning customer"]["rows"] == len(both) - new_customers
+    )
     assert rows["new area"]["rows"] == (~both["area_id"].astype(str).isin(areas)).sum() > 0
     # Late share: predicted too long everywhere but urban, so the arrival is late only after urban stops.
     assert 0.0 <= rows["all"]["late_share"] <= 1.0

@@ -65,7 +65,9 @@ def test_single_and_batch_predictions_match_the_bundle(client, trained):
     assert {p["source"] for p in batch.json()["predictions"]} == {"model"}
     np.testing.assert_allclose([p["low_s"] for p in batch.json()["predictions"]], low, atol=0.1)  # to 0.1 s
     np.testing.assert_allclose([p["high_s"] for p in batch.json()["predictions"]], high, atol=0.1)
-    assert all(p["low_s"] <= p["service_time_s"] <= p["high_s"] for p in batch.json()["predictions"] + body["predictions"])
+    assert all(
+        p["low_s"] <= p["service_time_s"] <= p["high_s"] for p in batch.json()["predictions"] + body["predictions"]
+    )
     assert (high - low).min() > 0  # calibrated on the validation weeks, not a zero-width placeholder
 
 
@@ -103,7 +105,9 @@ def test_huge_body_is_refused_before_parsing(client):
 
 
 def _json_values():
-    scalars = st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=False) | st.text(max_size=12)
+    scalars = (
+        st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats(allow_nan=False) | st.text(max_size=12)
+    )
     return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
                                                                                              max_size=4), max_leaves=12)
 
@@ -152,7 +156,9 @@ def test_drift_gauge_moves_with_shifted_inputs(serve_app, trained):
     assert httpx.post(f"{server.url}/predict", json={"stops": stops}).status_code == 200
     calm = psi("n_items")
     assert calm is not None and calm < 0.2
-    heavy = [{**s, "n_items": min(400, s["n_items"] * 4 + 50), "weight_kg": min(400.0, s["weight_kg"] * 4)} for s in stops]
+    heavy = [
+        {**s, "n_items": min(400, s["n_items"] * 4 + 50), "weight_kg": min(400.0, s["weight_kg"] * 4)} for s in stops
+    ]
     assert httpx.post(f"{server.url}/predict", json={"stops": heavy}).status_code == 200
     shifted = psi("n_items")
     assert shifted > 1.0 > calm, (calm, shifted)
