@@ -28,7 +28,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from components.labs import chaos
 
     cfg = _config(args)
-    names = [s.name for s in chaos.SCENARIOS] if args.scenario == "all" else [args.scenario]
+    names = [s.name for s in chaos.scenarios()] if args.scenario == "all" else [args.scenario]
     echo = (lambda text: None) if args.quiet else None
     outcomes = [chaos.run_scenario(name, cfg, keep=args.keep, timeout_s=args.timeout, echo=echo) for name in names]
     for outcome in outcomes:
@@ -42,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
-    from components.labs.chaos import SCENARIOS
+    from components.labs.chaos import scenarios
 
     chaos = subparsers.add_parser("chaos", help="break the system on purpose and check that it holds").add_subparsers(
         dest="chaos_command", required=True)
@@ -50,7 +50,7 @@ def add_parser(subparsers) -> None:
     ls.add_argument("--markdown", action="store_true", help="the whole table as Markdown")
     ls.set_defaults(func=cmd_list)
     run = chaos.add_parser("run", help="run one scenario (or all) in a temporary workspace; exit 1 when one fails")
-    run.add_argument("scenario", choices=[*(s.name for s in SCENARIOS), "all"])
+    run.add_argument("scenario", choices=[*(s.name for s in scenarios()), "all"])
     run.add_argument("--tiny", action="store_true", help="the tiny config (seconds to minutes) instead of the default")
     run.add_argument("--keep", action="store_true", help="keep the temporary workspace (its path is printed)")
     run.add_argument("--timeout", type=float, default=2400.0, help="seconds before the scenario is stopped")

@@ -1,8 +1,9 @@
 """How ML breaks, hands on: break one part of the system on purpose and check that it holds.
 
 Each ``Scenario`` states what it breaks, the outcome the system promises, and the
-lecture's and the paper's names for that kind of failure (``SCENARIOS`` is the one
-table: ``servicetime chaos list`` and notebook 8 print it from here). The lecture
+lecture's and the paper's names for that kind of failure (``scenarios.yaml`` beside this
+module is the one table, read by ``scenarios()``: ``servicetime chaos list`` and notebook 8
+print it from here). The lecture
 names the paper's finding in two kinds: failures "in ML-specific ways" and failures
 "in any of the typical large-scale distributed systems ways"; its three qualities
 (velocity, validation, versioning) say what catches each one.
@@ -16,6 +17,7 @@ expected, whether it held, the evidence); the outcome passes only when all hold.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -29,6 +31,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+
+import yaml
 
 from components.core.config import Config
 from components.devstack.process import pids_with_env
@@ -48,41 +52,49 @@ LEFTOVER_GRACE_S = 20.0  # Ray's processes take a while to go after ray.shutdown
 _FOREIGN_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_S3_ENDPOINT_URL")
 
 
-SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("ray-worker-killed", "a Ray Train worker is SIGKILLed after the first epoch's checkpoint",
-             "Ray starts a new worker and training resumes from the checkpoint; every epoch runs once",
-             "scale", "versioning", "distributed systems", 1.5, ray_worker_killed),
-    Scenario("feed-bug", "the newest weekly batch's labels arrive in minutes",
-             "validation rejects that week and stops the run; every row of it is kept in quarantine",
-             "data", "validation", "ML-specific", 0.3, feed_bug),
-    Scenario("resalted-keys", "the newest week's customer keys are re-hashed with a new salt",
-             "validation flags the week (customers no longer recognised); normal weeks stay clean",
-             "privacy, fairness, interpretability", "validation", "ML-specific", 0.3, resalted_keys),
-    Scenario("s3-gone", "the stack's S3 server is SIGKILLed while `run --stack` trains",
-             f"the run fails within {S3_FAIL_WITHIN_S:.0f} s with an error naming S3; after a stack restart a retry "
-             "succeeds and no MLflow run is left RUNNING",
-             "system type", "velocity", "distributed systems", 6.0, s3_gone),
-    Scenario("worse-canary", "a promoted version's weights are not the evaluated ones (an untrained network)",
-             "its canary check fails against the evaluated MAE and the champion alias rolls back",
-             "objective", "versioning", "ML-specific", 0.8, worse_canary),
-    Scenario("champion-file-deleted", "the champion's model file is deleted from the registry's store",
-             "a restarted server answers from the business rules (source: fallback) and /readyz says why",
-             "system type", "versioning", "distributed systems", 1.0, champion_file_deleted),
+TABLE_FILE = Path(__file__).with_name("scenarios.yaml")
+_RUNS: tuple[Callable[[Context], list[Check]], ...] = (
+    ray_worker_killed, feed_bug, resalted_keys, s3_gone, worse_canary, champion_file_deleted,
 )
+_FIELDS = ("name", "breaks", "expected", "lecture", "quality", "paper", "minutes_tiny")
+
+
+@functools.cache
+def scenarios() -> tuple[Scenario, ...]:
+    """The table's rows in its order, each with the function that runs it (its name with dashes)."""
+    rows = yaml.safe_load(TABLE_FILE.read_text()) or []
+    runs = {run.__name__.replace("_", "-"): run for run in _RUNS}
+    out = []
+    for row in rows:
+        name = row.get("name")
+        if sorted(row) != sorted(_FIELDS):
+            raise ValueError(f"{TABLE_FILE.name}: {name}: fields {sorted(row)}, expected {sorted(_FIELDS)}")
+        for value, known in ((row["lecture"], LECTURE_AREAS), (row["quality"], QUALITIES),
+                             (row["paper"], PAPER_KINDS)):
+            if value not in known:
+                raise ValueError(f"{TABLE_FILE.name}: {name}: {value!r} is none of {known}")
+        if name not in runs:
+            raise ValueError(f"{TABLE_FILE.name}: no function runs {name!r}")
+        expected = row["expected"].format(s3_fail_within_s=S3_FAIL_WITHIN_S)
+        out.append(Scenario(name, row["breaks"], expected, row["lecture"], row["quality"], row["paper"],
+                            float(row["minutes_tiny"]), runs.pop(name)))
+    if runs:
+        raise ValueError(f"{TABLE_FILE.name} has no row for {', '.join(runs)}")
+    return tuple(out)
 
 
 def get(name: str) -> Scenario:
-    for scenario in SCENARIOS:
+    for scenario in scenarios():
         if scenario.name == name:
             return scenario
-    raise KeyError(f"no chaos scenario {name!r}; known: {', '.join(s.name for s in SCENARIOS)}")
+    raise KeyError(f"no chaos scenario {name!r}; known: {', '.join(s.name for s in scenarios())}")
 
 
 TABLE_COLUMNS = ("scenario", "what breaks", "expected", "lecture", "3 Vs", "paper", "min (tiny)")
 
 
 def table_rows() -> list[tuple[str, ...]]:
-    return [(s.name, s.breaks, s.expected, s.lecture, s.quality, s.paper, f"{s.minutes_tiny:g}") for s in SCENARIOS]
+    return [(s.name, s.breaks, s.expected, s.lecture, s.quality, s.paper, f"{s.minutes_tiny:g}") for s in scenarios()]
 
 
 def render_table(markdown: bool = False) -> str:
@@ -97,7 +109,7 @@ def render_table(markdown: bool = False) -> str:
     out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in short]
     out.append("")
-    for s in SCENARIOS:
+    for s in scenarios():
         out.append(f"{s.name}: breaks {s.breaks}; expected: {s.expected}")
     return "\n".join(out) + "\n"
 

@@ -222,7 +222,7 @@ def check_how_ml_breaks(ctx: Context) -> None:
     if not ctx.expect("scenarios run", f"at least one scenario's outcome in {chaos.OUTCOMES_FILE}", len(outcomes),
                       bool(outcomes), "no scenario has run: run the scenario cells, then the summary cell"):
         return
-    known = {s.name: s.expected for s in chaos.SCENARIOS}
+    known = {s.name: s.expected for s in chaos.scenarios()}
     for outcome in outcomes:
         failed = [c for c in outcome.checks if not c.passed]
         ctx.expect(f"scenario {outcome.scenario}", known.get(outcome.scenario, "a known scenario"),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 
 from components.labs import chaos
 
@@ -18,27 +19,27 @@ ISSUE_SCENARIOS = {"ray-worker-killed", "feed-bug", "resalted-keys", "s3-gone", 
 
 
 def test_every_scenario_is_registered_once_with_its_categories():
-    names = [s.name for s in chaos.SCENARIOS]
+    names = [s.name for s in chaos.scenarios()]
     assert sorted(names) == sorted(ISSUE_SCENARIOS)
-    for s in chaos.SCENARIOS:
+    for s in chaos.scenarios():
         assert s.lecture in chaos.LECTURE_AREAS, s.name
         assert s.quality in chaos.QUALITIES, s.name
         assert s.paper in chaos.PAPER_KINDS, s.name
         assert s.breaks and s.expected and callable(s.run) and s.minutes_tiny > 0
     # Both of the paper's kinds occur: the lesson is that most outages are not ML-specific.
-    assert {s.paper for s in chaos.SCENARIOS} == set(chaos.PAPER_KINDS)
+    assert {s.paper for s in chaos.scenarios()} == set(chaos.PAPER_KINDS)
 
 
 def test_the_table_has_one_row_per_scenario_with_its_categories():
     markdown = chaos.render_table(markdown=True).splitlines()
     assert markdown[0].count("|") == len(chaos.TABLE_COLUMNS) + 1
     rows = markdown[2:]
-    assert len(rows) == len(chaos.SCENARIOS)
-    for row, s in zip(rows, chaos.SCENARIOS, strict=True):
+    assert len(rows) == len(chaos.scenarios())
+    for row, s in zip(rows, chaos.scenarios(), strict=True):
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells == [s.name, s.breaks, s.expected, s.lecture, s.quality, s.paper, f"{s.minutes_tiny:g}"]
     text = chaos.render_table()
-    assert all(s.name in text and s.expected in text for s in chaos.SCENARIOS)
+    assert all(s.name in text and s.expected in text for s in chaos.scenarios())
 
 
 def test_get_names_the_known_scenarios():
@@ -99,10 +100,28 @@ def test_notebook_opens_with_what_where_how_long_and_has_no_outputs():
 def test_notebook_runs_every_scenario_and_prints_the_table_from_the_library():
     code = "\n".join(_cells("code"))
     assert "render_table(markdown=True)" in code
-    for s in chaos.SCENARIOS:
+    for s in chaos.scenarios():
         assert f'"{s.name}"' in code, f"notebook 8 never runs {s.name}"
     # One source of truth: the notebook's prose does not restate the table's categories by hand.
     prose = "\n".join(_cells("markdown"))
-    assert not any(s.expected in prose for s in chaos.SCENARIOS)
+    assert not any(s.expected in prose for s in chaos.scenarios())
     for i, source in enumerate(_cells("code")):
         compile(source, f"notebook 8 code cell {i}", "exec")
+
+
+def test_the_table_file_and_the_runners_must_agree(tmp_path, monkeypatch):
+    rows = yaml.safe_load(chaos.TABLE_FILE.read_text())
+    cases = {
+        "no function runs 'no-such-thing'": rows + [{**rows[0], "name": "no-such-thing"}],
+        "has no row for feed-bug": [r for r in rows if r["name"] != "feed-bug"],
+        "'weather' is none of": [{**rows[0], "lecture": "weather"}] + rows[1:],
+        "fields": [{k: v for k, v in rows[0].items() if k != "paper"}] + rows[1:],
+    }
+    for message, table in cases.items():
+        bad = tmp_path / "scenarios.yaml"
+        bad.write_text(yaml.safe_dump(table))
+        monkeypatch.setattr(chaos, "TABLE_FILE", bad)
+        chaos.scenarios.cache_clear()
+        with pytest.raises(ValueError, match=message):
+            chaos.scenarios()
+    chaos.scenarios.cache_clear()
