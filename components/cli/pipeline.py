@@ -76,13 +76,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from components.flows.loop import format_record, simulate
 
     cfg = _config(args, {"train.num_workers": args.workers} if args.workers is not None else None)
-    records = simulate(cfg, args.weeks, start_week=args.start_week, corrupt_weeks=tuple(args.corrupt_week or ()))
+    records = simulate(cfg, args.weeks, start_week=args.start_week, corrupt_weeks=tuple(args.corrupt_week or ()),
+                       frozen=args.frozen)
     print()
     for r in records:
         print(format_record(r))
     retrains = [r.week for r in records if r.retrain_reason]
     print(f"\n{len(records)} weeks; retrained after weeks {retrains or 'none'}; "
           f"{sum(not r.accepted for r in records)} batch(es) rejected")
+    if args.frozen:
+        triggered = [r.week for r in records if r.triggers and not r.retrain_reason]
+        print(f"champion kept frozen; retraining would have been triggered after weeks {triggered or 'none'}")
     print(f"history: {Path(cfg.workspace) / 'simulate' / 'history.json'} and history.png")
     return 0
 
@@ -137,6 +141,8 @@ def add_parser(sub) -> None:
     sim.add_argument("--start-week", type=int, help="weeks of history before the loop (default: data.weeks)")
     sim.add_argument("--corrupt-week", type=int, action="append", help="deliver this week with a feed bug (minutes)")
     sim.add_argument("--workers", type=int, help="Ray workers for retraining (0: in-process)")
+    sim.add_argument("--frozen", action="store_true",
+                     help="keep the first champion; only record what would have triggered retraining")
     sim.set_defaults(func=cmd_simulate)
 
     c = sub.add_parser("compile", help="write the pipeline YAML")

@@ -156,6 +156,11 @@ class RetrainConfig(_Section):
     every_weeks: int = Field(4, ge=1)
     drift_psi: float = 0.2
     error_growth: float = 0.15  # champion MAE this much above its eval MAE triggers retrain
+    # Triggers from the champion's online figures (components.flows.triggers), over its last served weeks:
+    # four weeks, because one or two weeks of a slice move its bias by 10 s on route and day shocks alone.
+    online_window_weeks: int = Field(4, ge=1)
+    slice_bias_growth_s: float = 20.0  # an area type's online bias this far from its first full window's
+    unseen_area_share: float = 0.05  # share of stops in areas the model never saw
 
 
 class MonitorConfig(_Section):
@@ -168,9 +173,6 @@ class MonitorConfig(_Section):
     log_queue: int = Field(10_000, ge=1)
     report_uri: str | None = None  # default: <workspace>/monitor
     min_slice_rows: int = Field(50, ge=1)
-    # Retraining triggers from online figures (components.flows.loop).
-    slice_bias_growth_s: float = 20.0  # a slice's online bias this far from its bias at evaluation
-    unseen_area_share: float = 0.05  # share of stops in areas the model never saw
 
 
 class Config(_Section):

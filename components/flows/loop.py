@@ -2,9 +2,12 @@
 
 Each new week is generated, validated against the champion's training
 reference and appended. The champion is scored on the week it has just seen
-(the error it would have made); the model is retrained on a schedule, when the
-inputs drift, or when the champion's error grows; the candidate is promoted
-only when the evaluation blesses it. The same library steps the pipeline runs
+(the error it would have made, and the rows the model server would have logged);
+the model is retrained on a schedule, when the inputs drift, when the champion's
+online error grows overall or for one area type, or when stops arrive from areas
+it never saw (``components.flows.triggers``); the candidate is promoted only
+when the evaluation blesses it. ``frozen`` keeps the first champion and only
+records what would have triggered retraining. The same library steps the pipeline runs
 do the work here, so the loop and the pipeline cannot disagree.
 """
 
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,7 @@ from components.data.datasets import DatasetStore
 from components.data.drift import psi_by_feature
 from components.data.simulator import batch_name, build_population, generate_week
 from components.data.validation import validate_batch
+from components.flows.triggers import evaluated, online, retrain_triggers, served_rows, trailing
 from components.learn import tracking
 from components.learn.features import add_point_in_time_history
 from components.steps.evaluate import evaluate_step, load_champion
@@ -54,20 +58,9 @@ class WeekRecord:
     candidate_version: str | None = None
     blessed: bool | None = None
     rejected_because: str | None = None
-
-
-def retrain_reason(cfg: Config, weeks_since_train: int, max_psi: float, champion_mae: float | None,
-                   champion_eval_mae: float | None) -> str | None:
-    """Why to retrain now, or None: schedule, drift, or error growth (in that order)."""
-    if champion_mae is None:
-        return "no champion yet"
-    if weeks_since_train >= cfg.retrain.every_weeks:
-        return f"schedule ({weeks_since_train} weeks since last training)"
-    if max_psi > cfg.retrain.drift_psi:
-        return f"input drift (max PSI {max_psi:.2f} > {cfg.retrain.drift_psi})"
-    if champion_eval_mae and champion_mae > champion_eval_mae * (1 + cfg.retrain.error_growth):
-        return f"error growth (MAE {champion_mae:.0f} s vs {champion_eval_mae:.0f} s at evaluation)"
-    return None
+    triggers: list[str] = field(default_factory=list)  # every reason to retrain this week (retrain_reason: the first)
+    slice_bias: dict[str, float] = field(default_factory=dict)  # the champion's online bias per area type
+    unseen_area_share: float | None = None
 
 
 def _corrupt(frame: pd.DataFrame) -> pd.DataFrame:
@@ -76,7 +69,7 @@ def _corrupt(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def simulate(cfg: Config, new_weeks: int, start_week: int | None = None, corrupt_weeks: tuple[int, ...] = (),
-             out_dir: str | Path | None = None) -> list[WeekRecord]:
+             out_dir: str | Path | None = None, frozen: bool = False) -> list[WeekRecord]:
     ws = Path(cfg.workspace)
     out = Path(out_dir or ws / "simulate")
     out.mkdir(parents=True, exist_ok=True)
@@ -94,7 +87,10 @@ def simulate(cfg: Config, new_weeks: int, start_week: int | None = None, corrupt
     clean_frames: list[pd.DataFrame] = []
     weeks_since_train = 0
     champion = load_champion(cfg)
-    champion_eval_mae = _evaluated_mae(champion.metadata.get("run_id")) if champion else None
+    evaluation = evaluated(champion.metadata.get("run_id")) if champion else None
+    served: list[pd.DataFrame] = []  # the champion's served weeks, as the prediction log would hold them
+    labelled: list[pd.DataFrame] = []  # and their labels
+    started = None  # the champion's figures over its first full window: the slices' starting bias
     for week in range(start, start + new_weeks):
         name = batch_name(cfg.data, week)
         frame = generate_week(cfg.data, pop, week)
@@ -125,13 +121,20 @@ def simulate(cfg: Config, new_weeks: int, start_week: int | None = None, corrupt
         this_week = history[history["batch"] == name]
         y = this_week[LABEL].to_numpy(float)
         rec.baseline_mae = float(np.mean(np.abs(BusinessLogicModel().predict(this_week) - y)))
+        now = None
         if champion:
-            rec.champion_mae = float(np.mean(np.abs(champion.predict(this_week) - y)))
+            served.append(served_rows(champion, this_week))
+            labelled.append(this_week)
+            rec.champion_mae = float(np.mean(np.abs(served[-1]["service_time_s"].to_numpy() - y)))
             rec.max_psi = max(psi_by_feature(champion.reference, this_week).values())
-        rec.retrain_reason = retrain_reason(
-            cfg, weeks_since_train, rec.max_psi or 0.0, rec.champion_mae, champion_eval_mae
-        )
-        if rec.retrain_reason:
+            window = cfg.retrain.online_window_weeks
+            now = online(cfg, trailing(served, window), trailing(labelled, window))
+            rec.slice_bias, rec.unseen_area_share = now.slice_bias, now.unseen_area_share
+            if started is None and len(served) >= window:
+                started = now
+        rec.triggers = retrain_triggers(cfg, weeks_since_train, rec.max_psi or 0.0, evaluation, now, started)
+        if rec.triggers and not (frozen and champion):
+            rec.retrain_reason = rec.triggers[0]
             outcome = _retrain(cfg, root, out / f"week_{week:03d}")
             rec.candidate_mae, rec.candidate_version, rec.blessed = (
                 outcome["mae"],
@@ -141,20 +144,12 @@ def simulate(cfg: Config, new_weeks: int, start_week: int | None = None, corrupt
             weeks_since_train = 0
             if outcome["blessed"]:
                 champion = load_champion(cfg)
-                champion_eval_mae = outcome["mae"]
+                evaluation = evaluated(champion.metadata.get("run_id"))
+                served, labelled, started = [], [], None
         records.append(rec)
         log.info("%s", format_record(rec))
     write_outputs(records, out)
     return records
-
-
-def _evaluated_mae(run_id: str | None) -> float | None:
-    """The champion's MAE on its own held-out weeks, as its evaluation logged it."""
-    if not run_id:
-        return None
-    from mlflow import MlflowClient
-
-    return MlflowClient().get_run(run_id).data.metrics.get(tracking.test_metric("candidate", "mae"))
 
 
 def _clean_history(cfg: Config, store: DatasetStore) -> pd.DataFrame:
@@ -189,6 +184,8 @@ def format_record(r: WeekRecord) -> str:
     if r.retrain_reason:
         line += f"  retrain: {r.retrain_reason} -> v{r.candidate_version} MAE {r.candidate_mae:.1f} "
         line += "promoted" if r.blessed else "not blessed"
+    elif r.triggers:  # a frozen champion: what would have retrained it
+        line += f"  triggers: {'; '.join(r.triggers)}"
     return line
 
 
@@ -199,8 +196,8 @@ def write_outputs(records: list[WeekRecord], out: Path) -> None:
     from matplotlib.figure import Figure  # not pyplot: leaves a notebook's backend alone
 
     df = pd.DataFrame([asdict(r) for r in records])
-    fig = Figure(figsize=(9, 6))
-    ax, ax2 = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    fig = Figure(figsize=(9, 8))
+    ax, ax3, ax2 = fig.subplots(3, 1, sharex=True, height_ratios=[3, 2, 1])
     ax.plot(df.week, df.baseline_mae, "o-", label="business rules")
     ax.plot(df.week, df.champion_mae, "o-", label="champion (before retraining)")
     ax.plot(df.week, df.candidate_mae, "s", label="candidate (held-out weeks)")
@@ -211,6 +208,17 @@ def write_outputs(records: list[WeekRecord], out: Path) -> None:
     ax.set_ylabel("MAE (s)")
     ax.set_title("Weekly error; grey: retrain, red dashed: rejected batch")
     ax.legend()
+    # The champion's online figures over its last served weeks: what the slice and new-area triggers read.
+    slices = sorted({s for b in df.slice_bias for s in b})
+    for s in slices:
+        ax3.plot(df.week, [b.get(s) for b in df.slice_bias], ".-", label=s.split("=")[-1])
+    ax3.axhline(0, color="black", linewidth=0.5)
+    ax3.set_ylabel("online bias (s)")
+    if slices:
+        ax3.legend(loc="lower left", fontsize="small")
+    share = ax3.twinx()
+    share.fill_between(df.week, df.unseen_area_share.fillna(0) * 100, color="purple", alpha=0.15)
+    share.set_ylabel("% stops in new areas", color="purple")
     ax2.bar(df.week, df.max_psi.fillna(0))
     ax2.set_ylabel("max PSI")
     ax2.set_xlabel("week")

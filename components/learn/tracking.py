@@ -43,6 +43,12 @@ def test_metric(model: str, metric: str) -> str:
     what the continual loop and the lab checks read back: ``test_candidate_mae``, ``test_rules_late_share``."""
     return f"test_{model}_{metric}"
 
+
+def slice_metric(figure: str, slice_name: str) -> str:
+    """One slice's figure as an MLflow metric name part: ``bias__area_type_urban``. Evaluation logs it as
+    ``test_candidate_bias__area_type_urban``, the online monitor as ``online_bias__area_type_urban``."""
+    return f"{figure}__" + "".join(ch if ch.isalnum() else "_" for ch in slice_name)
+
 # MLflow's client retries a dead server for about 4 minutes by default (7 retries, backoff factor 2,
 # 120 s timeout). An outage must fail a step within a minute: 2 retries, about 3 s of backoff.
 CLIENT_BUDGET = {

@@ -183,13 +183,14 @@ def write_report(root_uri: str, report: dict, inputs: list[str], storage: Storag
 
 def mlflow_metrics(report: dict) -> dict[str, float]:
     """The report's figures as MLflow metric names (``online_<figure>`` and ``online_<figure>__<slice>``)."""
+    from components.learn.tracking import slice_metric
+
     out: dict[str, float] = {}
     for row in report["slices"]:
-        slug = "" if row["slice"] == names.SLICE_ALL else "__" + "".join(
-            ch if ch.isalnum() else "_" for ch in row["slice"])
         for key in FIGURES:
             if row.get(key) is not None:
-                out[f"online_{key}{slug}"] = float(row[key])
+                name = key if row["slice"] == names.SLICE_ALL else slice_metric(key, row["slice"])
+                out[f"online_{name}"] = float(row[key])
     return out
 
 
