@@ -209,6 +209,11 @@ def check_data_that_changes(ctx: Context) -> None:
                "the rollback cell has not run")
     ctx.expect("promotion history", "the registry's champion_history tag", promotions or "empty", bool(promotions),
                "no promotion recorded")
+    frozen = ctx.read_json(ctx.workspace / "frozen" / "simulate" / "history.json") or []
+    fired = sorted({t.split(" (")[0] for r in frozen for t in r.get("triggers", [])})
+    ctx.expect("frozen champion", "its online figures trigger on a slice's bias and on new areas", fired or "not run",
+               {"slice bias growth", "unseen areas"} <= set(fired),
+               "run the frozen-champion section with FROZEN_WEEKS = 32")
 
 
 def check_how_ml_breaks(ctx: Context) -> None:
