@@ -15,7 +15,9 @@ P99_LATENCY_S = 0.5
 ERROR_RATIO = 0.05
 FALLBACK_RATIO = 0.05
 PSI_THRESHOLD = 0.2  # PSI above 0.2 is the usual "significant shift"
-STALE_MODEL_DAYS = 14  # weekly batches: two missed retrains
+# Labels arrive a week late and retraining runs every four weeks: the served model's data is one to
+# five weeks older than the stops it plans; six weeks means a retraining was missed.
+STALE_DATA_DAYS = 42
 # Online quality (servicetime monitor: served predictions joined with the labels that arrived).
 ONLINE_SLICE_BIAS_S = 20.0  # a slice's mean error this far from zero: the model is off for those stops
 ONLINE_COVERAGE_GAP = 0.05  # coverage this far below the interval's nominal level
@@ -81,11 +83,12 @@ def alert_rules() -> list[dict]:
         ),
         _alert(
             "ServicetimeStaleModel",
-            f"time() - max({m.MODEL_LOADED_TIMESTAMP}{{{JOB}}}) > {STALE_MODEL_DAYS} * 86400",
+            f"max({m.MODEL_DATA_AGE}{{{JOB}}}) > {STALE_DATA_DAYS} * 86400",
             "1h",
             "warning",
-            "The served model is old",
-            f"The model was loaded {{{{ $value | humanizeDuration }}}} ago (limit {STALE_MODEL_DAYS} days).",
+            "The served model's data is old",
+            f"The stops served lie {{{{ $value | humanizeDuration }}}} after the newest stop the model and its "
+            f"customer history learned from (limit {STALE_DATA_DAYS} days): retraining has stopped.",
         ),
         _alert(
             "ServicetimeModelNotLoaded",

@@ -87,7 +87,8 @@ def render_dashboard() -> str:
             6, "Model", "table", (12, 16, 12, 8),
             [
                 (f"max by (pod, track, name, version, alias) ({m.MODEL_INFO}{{{job}}})", ""),
-                (f"max by (pod) (time() - {m.MODEL_LOADED_TIMESTAMP}{{{job}}})", "age"),
+                (f"max by (pod) (time() - {m.MODEL_LOADED_TIMESTAMP}{{{job}}})", "loaded ago"),
+                (f"max by (pod) ({m.MODEL_DATA_AGE}{{{job}}})", "data age"),
                 (f"max by (pod) ({m.MODEL_LOADED}{{{job}}})", "loaded"),
             ],
             options={"showHeader": True},

@@ -38,7 +38,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from components.core.baseline import BusinessLogicModel
-from components.core.schema import ID
+from components.core.schema import ID, TIMESTAMP
 from components.serving import metrics as mx
 from components.serving.api import ErrorResponse, PredictResponse, columns_to_frame, request_model, to_columns
 from components.serving.http import (
@@ -82,6 +82,7 @@ class ServerState:
         self.request_model = request_model(settings.max_batch)
         self.metrics = mx.ServerMetrics(ENDPOINTS)
         self.drift = mx.DriftWindow(settings.drift_window)
+        self.served_until = 0.0  # the newest planned arrival among the stops served so far (epoch seconds)
         self.fallback = BusinessLogicModel()
         self.holder = ModelHolder(
             ModelSource(settings.model_uri, settings.model_path, settings.tracking_uri),
@@ -98,7 +99,8 @@ class ServerState:
 
     # -- model lifecycle ------------------------------------------------------
     def _on_loaded(self, model: LoadedModel) -> None:
-        self.metrics.set_model(model.name, model.version, model.alias or "none", model.load_seconds, model.loaded_at)
+        self.metrics.set_model(model.name, model.version, model.alias or "none", model.load_seconds, model.loaded_at,
+                               model.predictor.metadata.get("data_until"))
         self.refresh_drift(force=True)
         settle_heap()
 
@@ -193,7 +195,7 @@ class ServerState:
         # The answer is made: bookkeeping never turns it into a 500, and a failing metric or drift
         # update does not cost the prediction log its rows (each is guarded on its own).
         try:
-            self._record(cols, seconds, from_model, time.perf_counter() - started)
+            self._record(cols, seconds, from_model, time.perf_counter() - started, model)
         except Exception:
             self._bookkeeping_failed()
         try:
@@ -202,9 +204,14 @@ class ServerState:
             self._bookkeeping_failed()
         return seconds, from_model, model.version if model is not None else None, low, high, cols[ID]
 
-    def _record(self, cols: dict, seconds: np.ndarray, from_model: np.ndarray, scoring_s: float) -> None:
-        """Metrics and the drift window for one answered request."""
+    def _record(self, cols: dict, seconds: np.ndarray, from_model: np.ndarray, scoring_s: float,
+                model: LoadedModel | None) -> None:
+        """Metrics, the model's data age and the drift window for one answered request."""
         m = self.metrics
+        data_until = model.predictor.metadata.get("data_until") if model is not None else None
+        if data_until and TIMESTAMP in cols and len(seconds):
+            self.served_until = max(self.served_until, float(np.max(cols[TIMESTAMP])))
+            m.model_data_age.set(self.served_until - data_until)
         m.inference_latency.observe(scoring_s)
         n, n_model = len(seconds), int(from_model.sum())
         if n_model:

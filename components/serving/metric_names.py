@@ -29,6 +29,11 @@ MODEL_INFO = f"{PREFIX}_model_info"  # labels: name, version, alias
 MODEL_LOADED = f"{PREFIX}_model_loaded"
 MODEL_LOAD_SECONDS = f"{PREFIX}_model_load_duration_seconds"
 MODEL_LOADED_TIMESTAMP = f"{PREFIX}_model_loaded_timestamp_seconds"
+# The served model's data (its training weeks, and the customer-history snapshot built with them):
+# when its newest stop was, and how far the stops now served lie beyond it (their planned arrival,
+# so a replay of old weeks ages as its own calendar does, not as the wall clock).
+MODEL_DATA_TIMESTAMP = f"{PREFIX}_model_data_until_timestamp_seconds"
+MODEL_DATA_AGE = f"{PREFIX}_model_data_age_seconds"
 INPUT_DRIFT_PSI = f"{PREFIX}_input_drift_psi"  # labels: feature
 DRIFT_WINDOW_ROWS = f"{PREFIX}_drift_window_rows"
 # Online quality: served predictions joined with the labels that arrived later

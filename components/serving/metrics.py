@@ -138,6 +138,12 @@ class ServerMetrics:
                                         registry=r, multiprocess_mode=recent)
         self.model_loaded_timestamp = Gauge(m.MODEL_LOADED_TIMESTAMP, "Unix time the served model was loaded.",
                                             registry=r, multiprocess_mode=recent)
+        self.model_data_until = Gauge(m.MODEL_DATA_TIMESTAMP, "Unix time of the newest stop the served model "
+                                      "learned from (0: its lineage does not say).", registry=r,
+                                      multiprocess_mode=recent)
+        self.model_data_age = Gauge(m.MODEL_DATA_AGE, "Seconds from the served model's newest training stop to the "
+                                    "newest stop served (its planned arrival).", registry=r,
+                                    multiprocess_mode="livemax")
         self.drift_psi = Gauge(m.INPUT_DRIFT_PSI, "PSI of recent request inputs against the training reference.",
                                [m.LABEL_FEATURE], registry=r, multiprocess_mode="livemax")
         self.drift_rows = Gauge(m.DRIFT_WINDOW_ROWS, "Stops in the drift window.", registry=r,
@@ -188,7 +194,8 @@ class ServerMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def set_model(self, name: str, version: str, alias: str, load_seconds: float, loaded_at: float) -> None:
+    def set_model(self, name: str, version: str, alias: str, load_seconds: float, loaded_at: float,
+                  data_until: float | None = None) -> None:
         labels = (name, version, alias)
         if self._info_labels and self._info_labels != labels:
             if self.multiprocess:  # a multiprocess sample cannot be removed: mark it old
@@ -200,6 +207,7 @@ class ServerMetrics:
         self.model_loaded.set(1)
         self.model_load_seconds.set(load_seconds)
         self.model_loaded_timestamp.set(loaded_at)
+        self.model_data_until.set(data_until or 0.0)
 
     def set_drift(self, values: dict[str, float], rows: int) -> None:
         for feature, value in values.items():

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from components.core.config import Config
-from components.core.schema import LABEL
+from components.core.schema import LABEL, TIMESTAMP
 from components.data.drift import build_reference
 from components.learn.features import (
     HISTORY_FILE,
@@ -54,6 +54,9 @@ def featurize(cfg: Config, clean_path: str | Path, out_dir: str | Path, run_uri:
                 "weeks": weeks,
                 "rows": {k: len(v) for k, v in splits.items()},
                 "train_areas": sorted(splits["train"]["area_id"].astype(str).unique()),
+                # The newest stop the model and its history snapshot learned from: their data's age at serving.
+                "data_until": float(max(pd.to_datetime(splits[k][TIMESTAMP], utc=True).max()
+                                        for k in ("train", "val")).timestamp()),
             },
             indent=1,
         )

@@ -18,6 +18,7 @@ from components.learn.bundle import calibrate_bundle, save_bundle
 from components.learn.features import (
     HISTORY_FILE,
     REFERENCE_FILE,
+    SPLIT_FILE,
     TRAIN,
     TRANSFORM_FILE,
     VAL,
@@ -106,8 +107,9 @@ def _train_step(cfg: Config, features_dir: str | Path, bundle_dir: str | Path, d
         timings = {k: v for k, v in result.extra.items() if isinstance(v, (int, float))}
         mlflow.log_metrics({"train_seconds": result.seconds, "samples_per_s": result.samples_per_s,
                             "best_val_mae_s": result.best_val_mae, "best_epoch": result.best_epoch, **timings})
+        split = json.loads((features_dir / SPLIT_FILE).read_text())
         metadata = {"run_id": run.info.run_id, **tags, "num_workers": result.num_workers,
-                    "best_val_mae_s": result.best_val_mae}
+                    "best_val_mae_s": result.best_val_mae, "data_until": split.get("data_until")}
         bundle = save_bundle(
             bundle_dir, result.state_dict, result.net, FeatureTransform.load(features_dir / TRANSFORM_FILE),
             pd.read_parquet(features_dir / HISTORY_FILE),

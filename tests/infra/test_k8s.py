@@ -783,7 +783,7 @@ def test_alerts_cover_the_failure_modes_and_use_metric_names():
     assert m.REQUESTS + "_total" in rules["ServicetimeHighErrorRatio"]
     assert m.PREDICTIONS + "_total" in rules["ServicetimeFallbackActive"]
     assert m.INPUT_DRIFT_PSI in rules["ServicetimeInputDrift"]
-    assert m.MODEL_LOADED_TIMESTAMP in rules["ServicetimeStaleModel"]
+    assert m.MODEL_DATA_AGE in rules["ServicetimeStaleModel"] and "time()" not in rules["ServicetimeStaleModel"]
     assert m.MODEL_LOADED in rules["ServicetimeModelNotLoaded"]
 
 
@@ -791,7 +791,7 @@ def test_dashboard_panels_query_our_metrics():
     dashboard = json.loads(monitoring.render_dashboard())
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     for metric in (m.REQUESTS, m.REQUEST_LATENCY, m.PREDICTIONS, m.FALLBACKS, m.PREDICTED_SERVICE_TIME,
-                   m.INPUT_DRIFT_PSI, m.MODEL_INFO, m.MODEL_LOADED_TIMESTAMP):
+                   m.INPUT_DRIFT_PSI, m.MODEL_INFO, m.MODEL_LOADED_TIMESTAMP, m.MODEL_DATA_AGE):
         assert metric in exprs, metric
     assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {"prometheus"}
     provisioned = yaml.safe_load((REPO_ROOT / "k8s/base/grafana/datasources.yaml").read_text())

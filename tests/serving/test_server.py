@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -258,7 +259,8 @@ def test_failing_bookkeeping_or_calibration_never_fails_an_answer(serve_app, tra
 
 
 def test_metrics_exposition(client, trained):
-    client.post("/predict", json={"stops": trained.stops(4)})
+    sent = trained.stops(4)
+    client.post("/predict", json={"stops": sent})
     client.post("/predict", json={"stops": []})
     text = client.get("/metrics").text
     assert metric_value(text, f"{m.REQUESTS}_total", endpoint="/predict", status="200") >= 1
@@ -271,6 +273,11 @@ def test_metrics_exposition(client, trained):
     assert metric_value(text, m.MODEL_LOADED) == 1
     assert metric_value(text, m.MODEL_LOAD_SECONDS) > 0
     assert metric_value(text, m.MODEL_LOADED_TIMESTAMP) > 1.7e9
+    # The data's age: from the newest training stop (the bundle's lineage) to the newest stop served.
+    until = metric_value(text, m.MODEL_DATA_TIMESTAMP)
+    newest = max(pd.Timestamp(s["delivered_at"]).timestamp() for s in sent)
+    assert pd.Timestamp(until, unit="s") > pd.Timestamp("2024-01-01")
+    assert newest - until <= metric_value(text, m.MODEL_DATA_AGE) < 60 * 86400
     client.get("/no/such/path")
     text = client.get("/metrics").text
     assert metric_value(text, f"{m.REQUESTS}_total", endpoint="other", status="404") >= 1  # bounded labels
