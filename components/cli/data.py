@@ -1,4 +1,4 @@
-"""``servicetime data generate|validate|orders`` and ``servicetime plan``: the data and the batch plan."""
+"""``servicetime data generate|validate|orders|forget`` and ``servicetime plan``: the data and the batch plan."""
 
 from __future__ import annotations
 
@@ -60,6 +60,21 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
     return 0 if result.accepted else 1
 
 
+def cmd_data_forget(args: argparse.Namespace) -> int:
+    from components.data.forget import forget_customer
+    from components.serving.monitor import prediction_log_uri
+
+    cfg = _config(args)
+    roots = [cfg.workspace, prediction_log_uri(cfg), *(args.also or [])]
+    out = forget_customer(args.customer, _data_root(cfg, args), roots, reason=args.reason)
+    print(f"forgot customer {out.key}: {out.rows_removed:,} rows removed ({out.deliveries:,} deliveries) from "
+          f"{len(out.files)} files and {len(out.versions)} dataset versions (new ids in datasets/reversioned.json); "
+          "ingest drops the key from now on")
+    for uri in out.unreadable:
+        print(f"  not checked (unreadable Parquet): {uri}")
+    return 0 if not out.unreadable else 1
+
+
 def cmd_data_orders(args: argparse.Namespace) -> int:
     from components.core.storage import Storage
     from components.data.datasets import DatasetStore
@@ -112,6 +127,13 @@ def add_parser(sub) -> None:
     v.add_argument("--report", help="where to write the JSON report (a .md summary goes beside it)")
     v.add_argument("--quarantine", help="where to write quarantined rows (Parquet)")
     v.set_defaults(func=cmd_data_validate)
+
+    fg = data.add_parser("forget", help="tombstone a customer and remove their rows from every stored Parquet file")
+    fg.add_argument("--customer", required=True, help="the customer_key (the salted hash) to forget")
+    fg.add_argument("--reason", default="erasure request", help="recorded with the tombstone and the new versions")
+    fg.add_argument("--data-root", help="dataset root URI (default: <workspace>/data)")
+    fg.add_argument("--also", action="append", help="another root to clean (e.g. an MLflow artifact store URI)")
+    fg.set_defaults(func=cmd_data_forget)
 
     o = data.add_parser("orders", help="simulate next week's planned stops (the input of `plan`)")
     o.add_argument("--out", required=True, help="Parquet URI to write")

@@ -39,6 +39,7 @@ class Ingested(StepOutcome):
     rows: int
     weeks: int
     uri: str
+    forgotten_rows: int = 0  # rows of tombstoned customers dropped from the landing batches
 
 
 @dataclass(frozen=True)
