@@ -95,3 +95,17 @@ class Platform(_Strict):
 def platform() -> Platform:
     """The parsed platform facts (read once, on first use)."""
     return Platform.model_validate(yaml.safe_load(PLATFORM_FILE.read_text()))
+
+
+# On the cluster, under the data bucket, beside the weekly batches they are joined with: the model
+# servers' prediction log (their S3 user may append to it) and the online reports (they may read them).
+PREDICTIONS_PREFIX = "predictions"
+MONITOR_PREFIX = "monitor"
+
+
+def cluster_prediction_log_uri() -> str:
+    return f"s3://{platform().buckets.data}/{PREDICTIONS_PREFIX}"
+
+
+def cluster_report_uri() -> str:
+    return f"s3://{platform().buckets.data}/{MONITOR_PREFIX}"

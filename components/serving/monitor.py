@@ -60,13 +60,6 @@ def online_report_uri(cfg: Config) -> str:
     return cfg.monitor.report_uri or join(cfg.workspace, "monitor")
 
 
-def cluster_prediction_log_uri() -> str:
-    """Where the cluster's model server logs: the data bucket, beside the batches it is joined with."""
-    from components.core.platform import platform
-
-    return f"s3://{platform().buckets.data}/predictions"
-
-
 def read_latest_report(root_uri: str, storage: Storage | None = None) -> dict | None:
     storage = storage or Storage()
     latest = join(root_uri, LATEST)

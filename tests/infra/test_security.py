@@ -13,7 +13,7 @@ import re
 import pytest
 
 from components.cluster import deploy, podspec, s3_users
-from components.core.platform import platform
+from components.core.platform import MONITOR_PREFIX, PREDICTIONS_PREFIX, platform
 from components.render import cluster as render
 from components.render import egress, pod_security
 from components.render.reachability import Endpoint, Network, Pod
@@ -297,16 +297,22 @@ def _can(document: dict, action: str, bucket: str, key: str = "x/y") -> bool:
     return s3_users.allowed(document, action, f"arn:aws:s3:::{bucket}/{key}")
 
 
-def test_the_model_servers_s3_user_can_read_models_and_write_nothing(objects):
+def test_the_model_servers_s3_user_reads_models_and_reports_and_writes_only_its_log(objects):
     b = platform().buckets
+    log_key, report_key = f"{PREDICTIONS_PREFIX}/day=2024-06-01/part.parquet", f"{MONITOR_PREFIX}/LATEST"
     for name in ("model-server", deploy.CANARY):
         c = find(objects, "Deployment", name, NS)["spec"]["template"]["spec"]["containers"][0]
         policy = _s3_policy_of(objects, c)
         assert _can(policy, "s3:GetObject", b.artifacts, "1/models/m-1/artifacts/model.pt")
+        assert _can(policy, "s3:GetObject", b.data, report_key) and _can(policy, "s3:PutObject", b.data, log_key)
         for bucket in (b.data, b.artifacts, b.kfp):
             for action in ("s3:PutObject", "s3:DeleteObject"):
                 assert not _can(policy, action, bucket), (name, action, bucket)
-        assert not _can(policy, "s3:GetObject", b.data)
+        assert not _can(policy, "s3:GetObject", b.data)  # the batches and the log itself: not its to read
+        # ...and the server is told to log there and read the reports from there.
+        args = c["args"]
+        assert f"monitor.prediction_log_uri=s3://{b.data}/{PREDICTIONS_PREFIX}" in args
+        assert f"monitor.report_uri=s3://{b.data}/{MONITOR_PREFIX}" in args
 
 
 def test_each_workload_holds_its_own_user_with_what_it_needs(objects):
