@@ -25,6 +25,7 @@ BUILD_IMAGE="${BUILD_IMAGE:-1}"     # 0: the image is already in the registry (o
 PREBUILT_IMAGE="${PREBUILT_IMAGE:-}" # a published image to copy into the registry instead of building
 KFP_HOST="${KFP_HOST:-}"            # the KFP API for the upload (default: the port-forward on this node)
 RECURRING_CRON="${RECURRING_CRON:-}" # e.g. "0 0 6 * * 1": also a weekly run of the uploaded version (off by default)
+MONITOR_CRON="${MONITOR_CRON-0 0 7 * * 1}" # the labels join's weekly run (Monday 07:00); empty: none
 APT_LOCK_TIMEOUT=600                # first boot: cloud-init and unattended-upgrades hold the dpkg lock
 SLOW=()                             # components that did not become ready in time
 WORK="$(mktemp -d)"
@@ -357,20 +358,23 @@ Credentials are Kubernetes Secrets in namespace $NS (nothing is written to disk)
 EOF
 }
 
-# The pipelines wait in the dashboard: uploaded as `servicetime` and `servicetime-plan`, a
-# version per commit, with an experiment (components.cli.main submit --upload, from this venv).
+# The pipelines wait in the dashboard: uploaded as `servicetime`, `servicetime-plan` and
+# `servicetime-monitor` (with its weekly run), a version per commit, with an experiment
+# (components.cli.main submit --upload, from this venv).
 upload_pipeline() {
   log "uploading the pipeline to KFP"
   local constraints=() host="${KFP_HOST:-http://127.0.0.1:$(platform ports.kfp_ui)}"
   [[ -f "$REPO_ROOT/requirements.lock" ]] && constraints=(-c "$REPO_ROOT/requirements.lock")
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${constraints[@]}" \
     'kfp==2.17.*' 'kfp-kubernetes==2.17.*'
-  local cron=()
+  local cron=() monitor_cron=()
   [[ -n "$RECURRING_CRON" ]] && cron=(--cron "$RECURRING_CRON")
+  [[ -n "$MONITOR_CRON" ]] && monitor_cron=(--cron "$MONITOR_CRON")
   for _ in $(seq 1 30); do  # the port-forward follows the UI pod; give it a moment
     if (cd "$REPO_ROOT" && "$VENV/bin/python" -m components.cli.main submit --upload --host "$host" "${cron[@]}" &&
-        "$VENV/bin/python" -m components.cli.main submit --upload --plan --host "$host"); then
-      return 0  # both: `servicetime` (train to deploy) and `servicetime-plan` (next week's windows)
+        "$VENV/bin/python" -m components.cli.main submit --upload --plan --host "$host" &&
+        "$VENV/bin/python" -m components.cli.main submit --upload --monitor --host "$host" "${monitor_cron[@]}"); then
+      return 0  # all three: train to deploy, next week's windows, the weekly labels join
     fi
     sleep 10
   done

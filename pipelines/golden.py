@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "compiled"
-NAMES = ("servicetime.yaml", "servicetime-cluster.yaml", "servicetime-plan.yaml")
+NAMES = ("servicetime.yaml", "servicetime-cluster.yaml", "servicetime-plan.yaml", "servicetime-monitor.yaml")
 UNVERSIONED = ("sdkVersion:",)  # lines that name the SDK that compiled, not what was compiled
 
 
 def compile_all(dest: Path) -> list[Path]:
-    """The three packages a user meets: the local pipeline, and the cluster's two (as `submit --upload` builds them)."""
+    """The packages a user meets: the local pipeline, and the cluster's three (as `submit --upload` builds them)."""
     from components.core.config import load_config
     from pipelines.submit import cluster_config, compile_cluster_pipeline, compile_pipeline
 
@@ -23,7 +23,8 @@ def compile_all(dest: Path) -> list[Path]:
     ccfg = cluster_config(load_config())
     compile_pipeline(dest / NAMES[0])
     compile_cluster_pipeline(dest / NAMES[1], ccfg)
-    compile_cluster_pipeline(dest / NAMES[2], ccfg, plan=True)
+    compile_cluster_pipeline(dest / NAMES[2], ccfg, kind="plan")
+    compile_cluster_pipeline(dest / NAMES[3], ccfg, kind="monitor")
     return [dest / n for n in NAMES]
 
 

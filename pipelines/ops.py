@@ -202,3 +202,23 @@ def plan_op(config_json: str, orders_uri: str, out_uri: str, model_uri: str, cal
     plan.metadata.update({k: summary[k] for k in ("stops", "routes", "level", "model_version", "out")})
     Path(report.path).write_text(render_plan_summary(summary))
     return json.dumps(summary)
+
+
+@component
+def monitor_op(config_json: str, data_root: str, log_uri: str, report_uri: str, report: Output[Markdown],
+               metrics: Output[Metrics]) -> str:
+    import json
+    from pathlib import Path
+
+    from components.core.config import config_with
+    from components.serving.metric_names import SLICE_ALL
+    from components.serving.monitor import FIGURES, render_report, run_monitor
+
+    out = run_monitor(config_with(config_json), data_root=data_root or None, log_uri=log_uri or None,
+                      report_uri=report_uri or None)
+    Path(report.path).write_text(render_report(out))
+    overall = next(row for row in out["slices"] if row["slice"] == SLICE_ALL)
+    for key in FIGURES:
+        if overall.get(key) is not None:
+            metrics.log_metric(f"online_{key}", float(overall[key]))
+    return json.dumps({k: out.get(k) for k in ("version", "rows_logged", "rows_joined", "join_rate", "mlflow_run_id")})

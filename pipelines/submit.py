@@ -20,6 +20,9 @@ UPLOAD_NAME = "servicetime"  # the pipeline as the dashboard lists it
 PIPELINE_DESCRIPTION = "Delivery service-time model: data to deployed champion, on this cluster"
 PLAN_UPLOAD_NAME = "servicetime-plan"
 PLAN_DESCRIPTION = "Next week's planned stops: service times and promised arrival windows from the champion"
+MONITOR_UPLOAD_NAME = "servicetime-monitor"
+MONITOR_DESCRIPTION = "Online quality: the model servers' prediction log joined with the labels that arrived since"
+KINDS = ("train", "plan", "monitor")  # the cluster's pipelines, by what they do
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 
 
@@ -131,6 +134,14 @@ def plan_defaults(cfg: Config) -> dict:
             "out_uri": f"s3://{p.buckets.artifacts}/plans/", "config_json": cfg.model_dump_json()}
 
 
+def monitor_defaults(cfg: Config) -> dict:
+    """The monitor pipeline's defaults: the log and the reports where the cluster's model servers keep them."""
+    from components.core.platform import cluster_prediction_log_uri, cluster_report_uri
+
+    return {"data_root": f"s3://{platform().buckets.data}", "log_uri": cluster_prediction_log_uri(),
+            "report_uri": cluster_report_uri(), "config_json": cfg.model_dump_json()}
+
+
 def _cluster_hook(cfg: Config):
     from kfp import dsl, kubernetes
 
@@ -147,16 +158,23 @@ def _cluster_hook(cfg: Config):
     return configure
 
 
-def compile_cluster_pipeline(out: Path, cfg: Config, plan: bool = False) -> Path:
+def compile_cluster_pipeline(out: Path, cfg: Config, kind: str = "train") -> Path:
     """Compile with the cluster's environment on every task (endpoints as values, credentials
     from a Secret) and the cluster's defaults, so the dashboard's defaults make a real run.
-    ``plan``: the planning pipeline (``servicetime-plan``) instead of the training one."""
+    ``kind``: one of ``KINDS``, the training pipeline, planning (``servicetime-plan``) or the labels
+    join (``servicetime-monitor``)."""
     from kfp import compiler
 
-    if plan:
+    if kind not in KINDS:
+        raise ValueError(f"no {kind!r} pipeline; known: {', '.join(KINDS)}")
+    if kind == "plan":
         from pipelines.plan_pipeline import PLAN_PIPELINE, make_plan_pipeline
 
         pipeline = make_plan_pipeline(_cluster_hook(cfg), name=PLAN_PIPELINE, defaults=plan_defaults(cfg))
+    elif kind == "monitor":
+        from pipelines.monitor_pipeline import MONITOR_PIPELINE, make_monitor_pipeline
+
+        pipeline = make_monitor_pipeline(_cluster_hook(cfg), name=MONITOR_PIPELINE, defaults=monitor_defaults(cfg))
     else:
         from pipelines.pipeline import make_pipeline
 
@@ -181,8 +199,8 @@ def git_version(repo: Path | None = None) -> str:
 
 
 def upload(cfg: Config, host: str, version: str | None = None, experiment: str = "servicetime",
-           recurring_cron: str | None = None, namespace: str | None = None, client=None, plan: bool = False) -> dict:
-    """Put the pipeline in the KFP dashboard: pipeline ``servicetime`` (``servicetime-plan`` with ``plan``),
+           recurring_cron: str | None = None, namespace: str | None = None, client=None, kind: str = "train") -> dict:
+    """Put a pipeline in the KFP dashboard: ``servicetime`` (``servicetime-plan``, ``servicetime-monitor`` by kind),
     a version named by the commit, an experiment, and (when asked) a recurring run of that version.
     Safe to repeat."""
     import tempfile
@@ -192,9 +210,10 @@ def upload(cfg: Config, host: str, version: str | None = None, experiment: str =
     ccfg = cluster_config(cfg)
     version = version or git_version()
     client = client or kfp.Client(host=host, namespace=namespace)
-    name, description = (PLAN_UPLOAD_NAME, PLAN_DESCRIPTION) if plan else (UPLOAD_NAME, PIPELINE_DESCRIPTION)
+    name, description = {"train": (UPLOAD_NAME, PIPELINE_DESCRIPTION), "plan": (PLAN_UPLOAD_NAME, PLAN_DESCRIPTION),
+                         "monitor": (MONITOR_UPLOAD_NAME, MONITOR_DESCRIPTION)}[kind]
     with tempfile.TemporaryDirectory() as tmp:
-        package = str(compile_cluster_pipeline(Path(tmp) / f"{name}.yaml", ccfg, plan=plan))
+        package = str(compile_cluster_pipeline(Path(tmp) / f"{name}.yaml", ccfg, kind=kind))
         pipeline_id = client.get_pipeline_id(name)
         if pipeline_id is None:
             pipeline_id = client.upload_pipeline(package, pipeline_name=name, description=description).pipeline_id
@@ -208,9 +227,21 @@ def upload(cfg: Config, host: str, version: str | None = None, experiment: str =
     out = {"pipeline_id": pipeline_id, "version_id": found.pipeline_version_id, "version": version,
            "uploaded": created, "experiment_id": exp.experiment_id}
     if recurring_cron:
-        job = client.create_recurring_run(experiment_id=exp.experiment_id, job_name=f"{name}-weekly",
-                                          cron_expression=recurring_cron, pipeline_id=pipeline_id,
-                                          version_id=found.pipeline_version_id, enable_caching=False,
-                                          max_concurrency=1, no_catchup=True)
-        out["recurring_run_id"] = job.recurring_run_id
+        out["recurring_run_id"] = _recurring_run(client, exp.experiment_id, f"{name}-weekly", recurring_cron,
+                                                 pipeline_id, found.pipeline_version_id)
     return out
+
+
+def _recurring_run(client, experiment_id: str, job_name: str, cron: str, pipeline_id: str, version_id: str) -> str:
+    """One recurring run of that name, of this version: kept when it already is, else replaced (a bootstrap
+    run again, or a new commit, must not leave two weekly runs behind)."""
+    listed = client.list_recurring_runs(experiment_id=experiment_id, page_size=200).recurring_runs or []
+    for job in (j for j in listed if j.display_name == job_name):
+        ref = job.pipeline_version_reference
+        if ref is not None and ref.pipeline_version_id == version_id and job.trigger is not None:
+            return job.recurring_run_id
+        client.delete_recurring_run(job.recurring_run_id)
+    job = client.create_recurring_run(experiment_id=experiment_id, job_name=job_name, cron_expression=cron,
+                                      pipeline_id=pipeline_id, version_id=version_id, enable_caching=False,
+                                      max_concurrency=1, no_catchup=True)
+    return job.recurring_run_id

@@ -91,11 +91,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kind(args: argparse.Namespace) -> str:
+    return "plan" if args.plan else "monitor" if getattr(args, "monitor", False) else "train"
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from pipelines.submit import cluster_config, compile_cluster_pipeline, compile_pipeline, compile_plan_pipeline
 
     if args.cluster:  # with the cluster's endpoints and Secret, for uploading in the KFP UI
-        print(compile_cluster_pipeline(Path(args.out), cluster_config(_config(args)), plan=args.plan))
+        print(compile_cluster_pipeline(Path(args.out), cluster_config(_config(args)), kind=_kind(args)))
     elif args.plan:
         print(compile_plan_pipeline(args.out))
     else:
@@ -109,7 +113,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.upload:  # the pipeline waits in the dashboard; a run starts only with --cron
         print(json.dumps(upload(cfg, args.host, version=args.version, experiment=args.experiment,
-                                recurring_cron=args.cron, namespace=args.namespace, plan=args.plan), indent=2))
+                                recurring_cron=args.cron, namespace=args.namespace, kind=_kind(args)), indent=2))
         return 0
     print(json.dumps(submit(cfg, args.host, recurring_cron=args.cron, experiment=args.experiment,
                             data_root=args.data_root, namespace=args.namespace), indent=2))
@@ -149,6 +153,7 @@ def add_parser(sub) -> None:
     c.add_argument("--out", default="servicetime-pipeline.yaml")
     c.add_argument("--cluster", action="store_true", help="compile with the cluster's services and S3 Secret")
     c.add_argument("--plan", action="store_true", help="the planning pipeline (servicetime-plan) instead")
+    c.add_argument("--monitor", action="store_true", help="with --cluster: the labels join (servicetime-monitor)")
     c.set_defaults(func=cmd_compile)
     s = sub.add_parser("submit", help="create a run (or a recurring run) on a KFP endpoint")
     s.add_argument("--host", required=True, help="KFP API URL, e.g. http://localhost:8081 through the SSH tunnel")
@@ -161,4 +166,5 @@ def add_parser(sub) -> None:
                         "with --cron, also a recurring run of that version")
     s.add_argument("--version", help="pipeline version name for --upload (default: the git commit)")
     s.add_argument("--plan", action="store_true", help="with --upload: the planning pipeline (servicetime-plan)")
+    s.add_argument("--monitor", action="store_true", help="with --upload: the labels join (servicetime-monitor)")
     s.set_defaults(func=cmd_submit)

@@ -217,3 +217,17 @@ def run_monitor(cfg: Config, data_root: str | None = None, log_uri: str | None =
     if mlflow_log:
         report["mlflow_run_id"] = log_to_mlflow(cfg, report, version)
     return report
+
+
+def render_report(report: dict) -> str:
+    """The report as Markdown, one row per slice (the KFP dashboard shows it beside the run)."""
+    def cell(row: dict, key: str, fmt: str) -> str:
+        return format(row[key], fmt) if row.get(key) is not None else "-"
+
+    lines = [f"# Online report {report.get('version', '')}", "",
+             f"{report['rows_joined']} of {report['rows_logged']} logged predictions joined with a label "
+             f"(batches: {', '.join(report['batches']) or 'none'}; models: {', '.join(report['models']) or 'none'}).",
+             "", "| slice | rows | MAE (s) | bias (s) | late | interval coverage |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['slice']} | {r['rows']} | {cell(r, 'mae', '.1f')} | {cell(r, 'bias', '+.1f')} | "
+              f"{cell(r, 'late_share', '.1%')} | {cell(r, 'coverage', '.1%')} |" for r in report["slices"]]
+    return "\n".join(lines) + "\n"

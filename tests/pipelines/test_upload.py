@@ -73,7 +73,23 @@ class RecordingClient:
 
     def create_recurring_run(self, experiment_id, job_name, **kwargs):
         self._record("create_recurring_run", experiment_id, job_name, **kwargs)
-        return api.V2beta1RecurringRun(recurring_run_id="r-1", display_name=job_name)
+        self.made = getattr(self, "made", 0) + 1
+        self.recurring = [*getattr(self, "recurring", []), api.V2beta1RecurringRun(
+            recurring_run_id=f"r-{self.made}", display_name=job_name,
+            pipeline_version_reference=api.V2beta1PipelineVersionReference(
+                pipeline_id=kwargs["pipeline_id"], pipeline_version_id=kwargs["version_id"]),
+            trigger=api.V2beta1Trigger(cron_schedule=api.V2beta1CronSchedule(cron=kwargs["cron_expression"])))]
+        return self.recurring[-1]
+
+    def list_recurring_runs(self, page_token="", page_size=10, sort_by="", experiment_id=None, namespace=None,
+                            filter=None):
+        self._record("list_recurring_runs", page_size=page_size, experiment_id=experiment_id)
+        return api.V2beta1ListRecurringRunsResponse(recurring_runs=list(getattr(self, "recurring", [])))
+
+    def delete_recurring_run(self, recurring_run_id):
+        self._record("delete_recurring_run", recurring_run_id)
+        self.recurring = [r for r in self.recurring if r.recurring_run_id != recurring_run_id]
+        return {}
 
 
 def names(client):
@@ -107,6 +123,25 @@ def test_weekly_recurring_run_is_of_the_uploaded_version():
     call = dict(client.calls)["create_recurring_run"]
     assert call["version_id"] == out["version_id"] and call["pipeline_id"] == out["pipeline_id"]
     assert call["cron_expression"] == "0 0 6 * * 1" and out["recurring_run_id"] == "r-1"
+    # The bootstrap again: the same run kept; a new commit: the weekly run moves to the new version.
+    again = submit.upload(load_config(), "h", version="ccc", recurring_cron="0 0 6 * * 1", client=client)
+    assert again["recurring_run_id"] == "r-1" and len(client.recurring) == 1
+    newer = submit.upload(load_config(), "h", version="ddd", recurring_cron="0 0 6 * * 1", client=client)
+    assert [r.recurring_run_id for r in client.recurring] == [newer["recurring_run_id"]] != ["r-1"]
+    assert client.recurring[0].pipeline_version_reference.pipeline_version_id == newer["version_id"]
+
+
+def test_the_monitor_pipeline_reads_the_log_and_writes_the_reports_where_the_servers_do():
+    from components.core.platform import cluster_prediction_log_uri, cluster_report_uri
+
+    client = RecordingClient()
+    out = submit.upload(load_config(), "h", version="eee", recurring_cron="0 0 7 * * 1", client=client,
+                        kind="monitor")
+    assert client.pipelines == {"servicetime-monitor": out["pipeline_id"]} and out["recurring_run_id"]
+    params = client.packages[-1]["root"]["inputDefinitions"]["parameters"]
+    assert params["log_uri"]["defaultValue"] == cluster_prediction_log_uri()
+    assert params["report_uri"]["defaultValue"] == cluster_report_uri()
+    assert json.loads(params["config_json"]["defaultValue"])["tracking"]["tracking_uri"].startswith("http://mlflow.")
 
 
 def test_the_uploaded_package_starts_a_real_cluster_run_with_its_defaults():

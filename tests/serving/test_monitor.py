@@ -131,3 +131,21 @@ def test_monitor_cli(logged, capsys):
     out = capsys.readouterr().out
     assert f"{len(both)} of {len(both)} logged predictions joined" in out and "area_type=urban" in out
     assert main(["--workspace", cfg.workspace, "monitor", "show"]) == 0
+
+
+def test_the_monitor_pipeline_on_the_local_runner_writes_the_same_report(logged, tmp_path):
+    """What the cluster's weekly run does (servicetime-monitor), on KFP's local runner."""
+    from kfp import local
+
+    from pipelines.monitor_pipeline import servicetime_monitor
+
+    cfg, both, *_ = logged
+    direct = run_monitor(cfg, mlflow_log=False)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"), raise_on_error=True)
+    servicetime_monitor(data_root=f"{cfg.workspace}/data", log_uri=f"{cfg.workspace}/predictions",
+                        report_uri=str(tmp_path / "reports"), config_json=cfg.model_dump_json())
+    report = read_latest_report(str(tmp_path / "reports"))
+    assert report["rows_joined"] == len(both) and report["slices"] == direct["slices"]
+    assert report["version"] == direct["version"]  # the same log and batches: the same report
+    markdown = next((tmp_path / "kfp").rglob("report"))
+    assert "| area_type=urban |" in markdown.read_text()
