@@ -16,6 +16,8 @@ from pydantic import ValidationError
 from components.serving import metrics as mx
 
 MAX_REPORTED_ERRORS = 20
+PREDICT, HEALTHZ, READYZ, METRICS = "/predict", "/healthz", "/readyz", "/metrics"
+ENDPOINTS = (PREDICT, HEALTHZ, READYZ, METRICS, "/docs", "/openapi.json")  # the request metrics' label values
 
 
 class ApiError(Exception):

@@ -68,8 +68,8 @@ def minimal_app():
 
     from components.learn.bundle import Predictor
     from components.serving.api import request_model, to_columns
-    from components.serving.app import settle_heap
     from components.serving.http import render_predictions
+    from components.serving.state import settle_heap
 
     torch.set_num_threads(1)
     predictor = Predictor.load(os.environ[BUNDLE_ENV])
@@ -247,9 +247,9 @@ def _in_process_cost(bundle: Path, single: bytes, batch: bytes) -> dict:
     """The monitoring's own cost per request without HTTP or load noise: the full request path
     (parse, score with fallback bookkeeping, metrics, drift) against parse + score + render."""
     from components.serving.api import to_columns
-    from components.serving.app import ServerState, settle_heap
     from components.serving.http import render_predictions
     from components.serving.settings import ServerSettings
+    from components.serving.state import ServerState, settle_heap
 
     state = ServerState(ServerSettings(model_path=str(bundle)))
     state.holder.check()
