@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from components.cluster import podspec, s3_users
 from components.cluster.kube import kube_apis
-from components.core.platform import cluster_prediction_log_uri, cluster_report_uri, platform
+from components.core.platform import cluster_history_uri, cluster_prediction_log_uri, cluster_report_uri, platform
 from components.serving import metric_names as m
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ def production_uri() -> str:
 def _server_args(model_uri: str) -> list[str]:
     """Its prediction log and the online reports it exposes live in the data bucket, not in the pod."""
     port = platform().ports.model_server
-    where = {"monitor.prediction_log_uri": cluster_prediction_log_uri(), "monitor.report_uri": cluster_report_uri()}
+    where = {"monitor.prediction_log_uri": cluster_prediction_log_uri(), "monitor.report_uri": cluster_report_uri(),
+             "serve.history_uri": cluster_history_uri()}
     sets = [arg for key, uri in where.items() for arg in ("--set", f"{key}={uri}")]
     return [*sets, "serve", "--host", "0.0.0.0", "--port", str(port), "--model-uri", model_uri]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from components.core.platform import MONITOR_PREFIX, PREDICTIONS_PREFIX, platform
+from components.core.platform import HISTORY_PREFIX, MONITOR_PREFIX, PREDICTIONS_PREFIX, platform
 
 READ = ["s3:GetObject"]
 WRITE = ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
@@ -41,9 +41,11 @@ def users() -> dict[str, S3User]:
         "ray": S3User("s3-ray", "servicetime-ray", (f"{b.artifacts}/{TRAIN_INPUTS_PREFIX}",
                                                    f"{b.artifacts}/{CHECKPOINTS_PREFIX}"),
                       (f"{b.artifacts}/{TRAIN_INPUTS_PREFIX}", f"{b.artifacts}/{CHECKPOINTS_PREFIX}")),
-        # The model server loads models and the latest online report, and appends to its prediction log.
+        # The model server loads models, the newest customer history and the latest online report, and
+        # appends to its prediction log.
         "model-server": S3User("s3-model-server", "servicetime-model-server",
-                               (b.artifacts, f"{b.data}/{MONITOR_PREFIX}"), (f"{b.data}/{PREDICTIONS_PREFIX}",)),
+                               (b.artifacts, f"{b.data}/{HISTORY_PREFIX}", f"{b.data}/{MONITOR_PREFIX}"),
+                               (f"{b.data}/{PREDICTIONS_PREFIX}",)),
     }
 
 

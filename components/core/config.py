@@ -142,6 +142,10 @@ class ServeConfig(_Section):
     reload_interval_s: float = 10.0
     drift_window: int = 2000
     workers: int = 1
+    # Answer with the newest customer-history snapshot (refreshed with each validated batch) rather than
+    # the one frozen in the model bundle; its store: history_uri, default <workspace>/data/history.
+    follow_history: bool = True
+    history_uri: str | None = None
 
 
 class DeployConfig(_Section):

@@ -101,6 +101,7 @@ def platform() -> Platform:
 # servers' prediction log (their S3 user may append to it) and the online reports (they may read them).
 PREDICTIONS_PREFIX = "predictions"
 MONITOR_PREFIX = "monitor"
+HISTORY_PREFIX = "history"  # the customer-history snapshots the validate step writes (they may read them)
 
 
 def cluster_prediction_log_uri() -> str:
@@ -109,3 +110,7 @@ def cluster_prediction_log_uri() -> str:
 
 def cluster_report_uri() -> str:
     return f"s3://{platform().buckets.data}/{MONITOR_PREFIX}"
+
+
+def cluster_history_uri() -> str:
+    return f"s3://{platform().buckets.data}/{HISTORY_PREFIX}"

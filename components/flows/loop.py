@@ -30,7 +30,7 @@ from components.data.drift import psi_by_feature
 from components.data.simulator import batch_name, build_population, generate_week
 from components.data.validation import validate_batch
 from components.flows.triggers import evaluated, online, retrain_triggers, served_rows, trailing
-from components.learn import tracking
+from components.learn import history_store, tracking
 from components.learn.features import add_point_in_time_history
 from components.steps.evaluate import evaluate_step, load_champion
 from components.steps.featurize import featurize
@@ -117,7 +117,9 @@ def simulate(cfg: Config, new_weeks: int, start_week: int | None = None, corrupt
             clean_frames = [_clean_history(cfg, store)]
         accepted = result.accepted_rows.assign(batch=name)
         clean_frames.append(accepted)
-        history = add_point_in_time_history(pd.concat(clean_frames, ignore_index=True))
+        clean = pd.concat(clean_frames, ignore_index=True)
+        history_store.refresh(root, clean, built_from=name, storage=store.storage)  # what the servers follow
+        history = add_point_in_time_history(clean)
         this_week = history[history["batch"] == name]
         y = this_week[LABEL].to_numpy(float)
         rec.baseline_mae = float(np.mean(np.abs(BusinessLogicModel().predict(this_week) - y)))

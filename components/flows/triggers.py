@@ -69,7 +69,9 @@ def served_rows(predictor: Predictor, frame: pd.DataFrame) -> pd.DataFrame:
         "low_s": low,
         "high_s": high,
         "source": "model",
-        "history_found": frame["customer_key"].isin(set(predictor.history["customer_key"])).to_numpy(),
+        # The loop scores with history up to each stop (the servers' refreshed snapshot), not the bundle's.
+        "history_found": (frame["cust_prev_count"].to_numpy(float) > 0 if "cust_prev_count" in frame
+                          else frame["customer_key"].isin(set(predictor.history["customer_key"])).to_numpy()),
         "area_known": frame["area_id"].astype(str).isin(areas).to_numpy(),
         "predicted_at": pd.to_datetime(frame["delivered_at"], utc=True),  # orders the log; the answer came before
     })

@@ -18,6 +18,8 @@ PSI_THRESHOLD = 0.2  # PSI above 0.2 is the usual "significant shift"
 # Labels arrive a week late and retraining runs every four weeks: the served model's data is one to
 # five weeks older than the stops it plans; six weeks means a retraining was missed.
 STALE_DATA_DAYS = 42
+# The customer history is rebuilt with every validated weekly batch: two weeks behind means a refresh was missed.
+STALE_HISTORY_DAYS = 14
 # Online quality (servicetime monitor: served predictions joined with the labels that arrived).
 ONLINE_SLICE_BIAS_S = 20.0  # a slice's mean error this far from zero: the model is off for those stops
 ONLINE_COVERAGE_GAP = 0.05  # coverage this far below the interval's nominal level
@@ -87,8 +89,17 @@ def alert_rules() -> list[dict]:
             "1h",
             "warning",
             "The served model's data is old",
-            f"The stops served lie {{{{ $value | humanizeDuration }}}} after the newest stop the model and its "
-            f"customer history learned from (limit {STALE_DATA_DAYS} days): retraining has stopped.",
+            f"The stops served lie {{{{ $value | humanizeDuration }}}} after the newest stop the model learned from "
+            f"(limit {STALE_DATA_DAYS} days): retraining has stopped.",
+        ),
+        _alert(
+            "ServicetimeStaleHistory",
+            f"max({m.HISTORY_DATA_AGE}{{{JOB}}}) > {STALE_HISTORY_DAYS} * 86400",
+            "1h",
+            "warning",
+            "The served customer history is old",
+            f"The stops served lie {{{{ $value | humanizeDuration }}}} after the newest stop in the customer history "
+            f"the server answers with (limit {STALE_HISTORY_DAYS} days): the snapshot is no longer refreshed.",
         ),
         _alert(
             "ServicetimeModelNotLoaded",

@@ -89,6 +89,9 @@ def render_dashboard() -> str:
                 (f"max by (pod, track, name, version, alias) ({m.MODEL_INFO}{{{job}}})", ""),
                 (f"max by (pod) (time() - {m.MODEL_LOADED_TIMESTAMP}{{{job}}})", "loaded ago"),
                 (f"max by (pod) ({m.MODEL_DATA_AGE}{{{job}}})", "data age"),
+                (f"max by (pod) ({m.HISTORY_DATA_AGE}{{{job}}})", "history age"),
+                (f"sum by (pod) (rate({m.HISTORY_FOUND}_total{{{job}}}[15m])) / "
+                 f"sum by (pod) (rate({m.HISTORY_LOOKUPS}_total{{{job}}}[15m]))", "history hit rate"),
                 (f"max by (pod) ({m.MODEL_LOADED}{{{job}}})", "loaded"),
             ],
             options={"showHeader": True},

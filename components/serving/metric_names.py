@@ -17,6 +17,8 @@ MODEL_RELOADS = f"{PREFIX}_model_reloads"  # labels: result (ok | error)
 PREDICTION_LOG_ROWS = f"{PREFIX}_prediction_log_rows"  # rows written to the prediction log
 PREDICTION_LOG_DROPPED = f"{PREFIX}_prediction_log_dropped_rows"  # rows dropped (writer queue full)
 MONITORING_ERRORS = f"{PREFIX}_monitoring_errors"  # bookkeeping that failed after an answer was made
+HISTORY_LOOKUPS = f"{PREFIX}_history_lookups"  # stops scored; the hit rate is found / lookups
+HISTORY_FOUND = f"{PREFIX}_history_found"  # stops whose customer had history in the snapshot
 
 # Histograms (exposed as _bucket, _sum, _count).
 REQUEST_LATENCY = f"{PREFIX}_request_duration_seconds"  # labels: endpoint
@@ -34,6 +36,9 @@ MODEL_LOADED_TIMESTAMP = f"{PREFIX}_model_loaded_timestamp_seconds"
 # so a replay of old weeks ages as its own calendar does, not as the wall clock).
 MODEL_DATA_TIMESTAMP = f"{PREFIX}_model_data_until_timestamp_seconds"
 MODEL_DATA_AGE = f"{PREFIX}_model_data_age_seconds"
+# The customer-history snapshot the server answers with (followed, else the bundle's own).
+HISTORY_CUSTOMERS = f"{PREFIX}_history_customers"
+HISTORY_DATA_AGE = f"{PREFIX}_history_data_age_seconds"  # as MODEL_DATA_AGE, for the snapshot
 INPUT_DRIFT_PSI = f"{PREFIX}_input_drift_psi"  # labels: feature
 DRIFT_WINDOW_ROWS = f"{PREFIX}_drift_window_rows"
 # Online quality: served predictions joined with the labels that arrived later

@@ -144,6 +144,14 @@ class ServerMetrics:
         self.model_data_age = Gauge(m.MODEL_DATA_AGE, "Seconds from the served model's newest training stop to the "
                                     "newest stop served (its planned arrival).", registry=r,
                                     multiprocess_mode="livemax")
+        self.history_customers = Gauge(m.HISTORY_CUSTOMERS, "Customers in the followed history snapshot.",
+                                       registry=r, multiprocess_mode=recent)
+        self.history_data_age = Gauge(m.HISTORY_DATA_AGE, "Seconds from the history snapshot's newest stop to the "
+                                      "newest stop served.", registry=r, multiprocess_mode="livemax")
+        self.history_lookups = Counter(m.HISTORY_LOOKUPS, "Stops scored with a customer-history lookup.",
+                                       registry=r)
+        self.history_found = Counter(m.HISTORY_FOUND, "Stops whose customer had history in the snapshot.",
+                                     registry=r)
         self.drift_psi = Gauge(m.INPUT_DRIFT_PSI, "PSI of recent request inputs against the training reference.",
                                [m.LABEL_FEATURE], registry=r, multiprocess_mode="livemax")
         self.drift_rows = Gauge(m.DRIFT_WINDOW_ROWS, "Stops in the drift window.", registry=r,
@@ -208,6 +216,9 @@ class ServerMetrics:
         self.model_load_seconds.set(load_seconds)
         self.model_loaded_timestamp.set(loaded_at)
         self.model_data_until.set(data_until or 0.0)
+
+    def set_history(self, customers: int) -> None:
+        self.history_customers.set(customers)
 
     def set_drift(self, values: dict[str, float], rows: int) -> None:
         for feature, value in values.items():

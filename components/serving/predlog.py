@@ -52,7 +52,7 @@ LOG_SCHEMA = pa.schema([
     ("low_s", pa.float64()),
     ("high_s", pa.float64()),
     ("source", pa.string()),  # model | fallback
-    ("history_found", pa.bool_()),  # the customer had history in the served snapshot
+    ("history_found", pa.bool_()),  # the customer had history in the snapshot the answer used
     ("area_known", pa.bool_()),  # the area was in the model's training vocabulary
     ("predicted_at", pa.timestamp("ms", tz="UTC")),
 ])
@@ -108,7 +108,9 @@ def to_table(items: list[Served], known: _Known) -> pa.Table:
     for it, size in zip(items, sizes, strict=True):
         if it.model is not None:
             k = known.of(it.model)
-            found.append(np.fromiter(map(k.customers.__contains__, it.cols["customer_key"]), bool, size))
+            counts = it.cols.get("cust_prev_count")  # the history the answer used (followed or the bundle's)
+            found.append(np.asarray(counts, dtype=float) > 0 if counts is not None
+                         else np.fromiter(map(k.customers.__contains__, it.cols["customer_key"]), bool, size))
             area.append(np.fromiter(map(k.areas.__contains__, it.cols["area_id"]), bool, size))
             names.append(it.model.name)
             versions.append(it.model.version)

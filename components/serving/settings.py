@@ -39,6 +39,9 @@ class ServerSettings(BaseModel):
     # exposed on /metrics; None exposes none.
     online_report_uri: str | None = None
     online_report_every_s: float = Field(60.0, gt=0)
+    # The customer-history snapshots (components.learn.history_store) to follow; None: the bundle's own.
+    history_uri: str | None = None
+    history_every_s: float = Field(30.0, gt=0)
 
     @property
     def body_limit(self) -> int:
@@ -58,7 +61,9 @@ class ServerSettings(BaseModel):
 def settings_from_config(cfg: Config, model_uri: str | None = None, model_path: str | None = None,
                          reload_interval_s: float | None = None) -> ServerSettings:
     """Settings from the config; with neither a URI nor a path, serve the champion."""
+    from components.core.storage import join
     from components.learn import tracking
+    from components.learn.history_store import history_root
     from components.serving.monitor import online_report_uri, prediction_log_uri
 
     if not model_uri and not model_path:
@@ -75,4 +80,6 @@ def settings_from_config(cfg: Config, model_uri: str | None = None, model_path: 
         prediction_log_flush_s=cfg.monitor.log_flush_s,
         prediction_log_queue=cfg.monitor.log_queue,
         online_report_uri=online_report_uri(cfg),
+        history_uri=(cfg.serve.history_uri or history_root(join(cfg.workspace, "data"))) if cfg.serve.follow_history
+        else None,
     )

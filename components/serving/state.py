@@ -17,6 +17,7 @@ from components.core.baseline import BusinessLogicModel
 from components.core.schema import ID, TIMESTAMP
 from components.serving import metrics as mx
 from components.serving.api import columns_to_frame, request_model, to_columns
+from components.serving.history import HistoryFollower
 from components.serving.http import ENDPOINTS, ApiError, validation_error
 from components.serving.loader import LoadedModel, ModelHolder, ModelSource
 from components.serving.predlog import PredictionLog, Served
@@ -60,21 +61,30 @@ class ServerState:
                 flush_s=settings.prediction_log_flush_s, max_queue=settings.prediction_log_queue,
                 on_written=self.metrics.log_written.inc, on_dropped=self.metrics.log_dropped.inc)
         self._online_read_at = 0.0
+        self.history = (HistoryFollower(settings.history_uri, settings.history_every_s,
+                                        on_loaded=lambda h: self.metrics.set_history(h.info.customers))
+                        if settings.history_uri else None)
 
     # -- model lifecycle ------------------------------------------------------
     def _on_loaded(self, model: LoadedModel) -> None:
         self.metrics.set_model(model.name, model.version, model.alias or "none", model.load_seconds, model.loaded_at,
                                model.predictor.metadata.get("data_until"))
+        if self.history is None or self.history.current is None:
+            self.metrics.set_history(len(model.predictor.history))  # the bundle's snapshot answers
         self.refresh_drift(force=True)
         settle_heap()
 
     def start(self) -> None:
         if self.prediction_log is not None:
             self.prediction_log.start()
+        if self.history is not None:
+            self.history.start()
         self.holder.start()
 
     def stop(self) -> None:
         self.holder.stop()
+        if self.history is not None:
+            self.history.stop()
         if self.prediction_log is not None:
             self.prediction_log.close()  # a clean shutdown loses no logged prediction
         self.metrics.worker_exit()
@@ -138,6 +148,9 @@ class ServerState:
         reason = mx.FALLBACK_NO_MODEL
         if model is not None:
             try:
+                # The followed snapshot when there is one, else the bundle's: the predictor then skips its own.
+                followed = self.history.current if self.history is not None else None
+                cols.update((followed.lookup if followed else model.predictor.lookup).columns(cols["customer_key"]))
                 seconds, low, high = (np.asarray(a, dtype=float) for a in model.scorer.predict_interval(cols))
                 if seconds.shape != (n,) or low.shape != (n,) or high.shape != (n,):
                     raise ValueError(f"model returned shape {seconds.shape} for {n} stops")
@@ -170,12 +183,20 @@ class ServerState:
 
     def _record(self, cols: dict, seconds: np.ndarray, from_model: np.ndarray, scoring_s: float,
                 model: LoadedModel | None) -> None:
-        """Metrics, the model's data age and the drift window for one answered request."""
+        """Metrics, the data's age, the history's hit rate and the drift window for one answered request."""
         m = self.metrics
         data_until = model.predictor.metadata.get("data_until") if model is not None else None
-        if data_until and TIMESTAMP in cols and len(seconds):
+        followed = self.history.current if self.history is not None else None
+        if TIMESTAMP in cols and len(seconds):
             self.served_until = max(self.served_until, float(np.max(cols[TIMESTAMP])))
-            m.model_data_age.set(self.served_until - data_until)
+            if data_until:
+                m.model_data_age.set(self.served_until - data_until)
+            history_until = followed.info.data_until if followed else data_until
+            if history_until:
+                m.history_data_age.set(self.served_until - history_until)
+        if "cust_prev_count" in cols:
+            m.history_lookups.inc(len(seconds))
+            m.history_found.inc(int(np.count_nonzero(cols["cust_prev_count"])))
         m.inference_latency.observe(scoring_s)
         n, n_model = len(seconds), int(from_model.sum())
         if n_model:

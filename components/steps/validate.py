@@ -19,6 +19,7 @@ from components.data.validation import (
     unreadable_batch,
     validate_batch,
 )
+from components.learn import history_store
 from components.steps import Rejected, record
 from components.steps.outcomes import Validated
 
@@ -90,8 +91,12 @@ def validate_dataset(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if accepted:
-        pd.concat([r.accepted_rows.assign(batch=r.batch) for r in results if r.accepted], ignore_index=True) \
-            .to_parquet(out / CLEAN_FILE, index=False)
+        rows = pd.concat([r.accepted_rows.assign(batch=r.batch) for r in results if r.accepted], ignore_index=True)
+        rows.to_parquet(out / CLEAN_FILE, index=False)
+        # Every landing batch validated: the servers' customer history is rebuilt from all clean rows.
+        if set(batches) >= set(store.raw_batches()):
+            snap = history_store.refresh(data_root, rows, built_from=clean.version, storage=store.storage)
+            log.info("customer history %s: %d customers, %d stops", snap.version, snap.customers, snap.stops)
     summary = Validated(**totals, accepted=not rejected, data_version=version,
                         clean_version=clean.version if clean else None,
                         rejected_batches={r["batch"]: r["errors"] for r in rejected},
