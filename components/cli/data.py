@@ -66,7 +66,11 @@ def cmd_data_forget(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     roots = [cfg.workspace, prediction_log_uri(cfg), *(args.also or [])]
-    out = forget_customer(args.customer, _data_root(cfg, args), roots, reason=args.reason)
+    from components.learn.history_store import republish
+
+    data_root = _data_root(cfg, args)
+    out = forget_customer(args.customer, data_root, roots, reason=args.reason)
+    republish(data_root, f"forgot a customer: {args.reason}")  # the servers follow it, and drop the old one
     print(f"forgot customer {out.key}: {out.rows_removed:,} rows removed ({out.deliveries:,} deliveries) from "
           f"{len(out.files)} files and {len(out.versions)} dataset versions (new ids in datasets/reversioned.json); "
           "ingest drops the key from now on")

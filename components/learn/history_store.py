@@ -71,3 +71,21 @@ def read(root_uri: str, version: str, storage: Storage | None = None) -> tuple[p
     storage = storage or Storage()
     meta = storage.read_json(join(root_uri, version, META_FILE))
     return storage.read_parquet(join(root_uri, version, HISTORY_FILE)), SnapshotInfo(**meta)
+
+
+def republish(data_root: str, why: str, storage: Storage | None = None) -> SnapshotInfo | None:
+    """The newest snapshot, as it now stands, under a new version (after rows left it in place, as a
+    forgotten customer's do): the servers follow the new ``LATEST`` and drop the old one from memory."""
+    storage = storage or Storage()
+    root = history_root(data_root)
+    current = latest_version(root, storage)
+    if current is None:
+        return None
+    snapshot, info = read(root, current, storage)
+    data = to_parquet_bytes(snapshot)
+    version = hashlib.sha256(data + why.encode()).hexdigest()[:16]
+    new = SnapshotInfo(version, len(snapshot), info.stops, info.data_until, f"{info.built_from} ({why})", time.time())
+    storage.write_bytes(join(root, version, HISTORY_FILE), data)
+    storage.write_json(join(root, version, META_FILE), asdict(new))
+    storage.write_text(join(root, LATEST), version + "\n")
+    return new

@@ -59,7 +59,14 @@ def test_a_forgotten_customer_is_gone_everywhere_and_training_still_works(tmp_pa
     holding = [p for p in ws.rglob("*.parquet") if _holds(p, key, ids)]
     assert len(holding) > 10  # raw, versions, quarantine, features, the bundle's history, the log
 
+    from components.learn import history_store
+
+    hist = history_store.history_root(root)
+    followed = history_store.latest_version(hist)
     out = forget_customer(key, root, [str(ws)], reason="test")
+    republished = history_store.republish(root, "forgot a customer: test")
+    assert republished.version != followed == history_store.read(hist, followed)[1].version
+    assert history_store.latest_version(hist) == republished.version  # the servers move to it
     assert not [p for p in ws.rglob("*.parquet") if _holds(p, key, ids)]
     assert out.rows_removed > 0 and out.deliveries == len(ids) and not out.unreadable
     assert pq.read_table(log_dir / "part-0.parquet")[ID].to_pylist() == ["someone-else"]
