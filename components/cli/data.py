@@ -1,4 +1,4 @@
-"""``servicetime data generate|validate|orders|forget`` and ``servicetime plan``: the data and the batch plan."""
+"""``servicetime data generate|validate|orders|forget|prune`` and ``servicetime plan``: the data and the plan."""
 
 from __future__ import annotations
 
@@ -79,6 +79,20 @@ def cmd_data_forget(args: argparse.Namespace) -> int:
     return 0 if not out.unreadable else 1
 
 
+def cmd_data_prune(args: argparse.Namespace) -> int:
+    from components.core.storage import join
+    from components.data.retention import prune
+    from components.serving.monitor import prediction_log_uri
+
+    cfg = _config(args)
+    out = prune(cfg.retention, _data_root(cfg, args), prediction_log_uri(cfg), join(cfg.workspace, "logs"),
+                cfg.train.checkpoint_uri or join(cfg.workspace, "checkpoints"), dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {out.count} file(s): " + ", ".join(f"{len(v)} {k}" for k, v in out.removed.items())
+          + f" (retention: {cfg.retention.model_dump()})")
+    return 0
+
+
 def cmd_data_orders(args: argparse.Namespace) -> int:
     from components.core.storage import Storage
     from components.data.datasets import DatasetStore
@@ -138,6 +152,11 @@ def add_parser(sub) -> None:
     fg.add_argument("--data-root", help="dataset root URI (default: <workspace>/data)")
     fg.add_argument("--also", action="append", help="another root to clean (e.g. an MLflow artifact store URI)")
     fg.set_defaults(func=cmd_data_forget)
+
+    pr = data.add_parser("prune", help="apply the retention settings (retention.*) to what piles up")
+    pr.add_argument("--data-root", help="dataset root URI (default: <workspace>/data)")
+    pr.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
+    pr.set_defaults(func=cmd_data_prune)
 
     o = data.add_parser("orders", help="simulate next week's planned stops (the input of `plan`)")
     o.add_argument("--out", required=True, help="Parquet URI to write")

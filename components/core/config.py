@@ -167,6 +167,16 @@ class RetrainConfig(_Section):
     unseen_area_share: float = 0.05  # share of stops in areas the model never saw
 
 
+class RetentionConfig(_Section):
+    """How long what piles up is kept (``servicetime data prune``; components.data.retention)."""
+
+    raw_weeks: int | None = Field(None, ge=1)  # newest landing batches kept (None: all; versions keep copies)
+    quarantine_days: float = Field(90, gt=0)  # rejected rows, kept to replay once a feed is fixed
+    prediction_log_days: float = Field(120, gt=0)  # past the labels' arrival and a season of monitoring
+    run_log_days: float = Field(30, gt=0)  # workspace/logs
+    checkpoint_days: float = Field(14, gt=0)  # training checkpoints (a finished run needs none)
+
+
 class MonitorConfig(_Section):
     """The prediction log and online quality (components.serving.predlog, components.serving.monitor)."""
 
@@ -193,6 +203,7 @@ class Config(_Section):
     deploy: DeployConfig = DeployConfig()
     retrain: RetrainConfig = RetrainConfig()
     monitor: MonitorConfig = MonitorConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     def hash(self) -> str:
         """A short content hash of the effective config, recorded as lineage."""

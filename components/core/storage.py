@@ -232,6 +232,29 @@ class Storage:
                 raise StorageError(f"cannot check {uri}: {exc}") from exc
         return local_path(uri).exists()
 
+    def modified(self, uri: str) -> float:
+        """When the object was last written (unix seconds)."""
+        if is_s3(uri):
+            bucket, key = _split_s3(uri)
+            try:
+                return self._s3().stat_object(bucket, key).last_modified.timestamp()
+            except Exception as exc:
+                raise StorageError(f"cannot check {uri}: {exc}") from exc
+        try:
+            return local_path(uri).stat().st_mtime
+        except OSError as exc:
+            raise StorageError(f"cannot check {uri}: {exc.strerror or exc}") from exc
+
+    def delete(self, uri: str) -> None:
+        if is_s3(uri):
+            bucket, key = _split_s3(uri)
+            try:
+                self._s3().remove_object(bucket, key)
+            except Exception as exc:
+                raise StorageError(f"cannot delete {uri}: {exc}") from exc
+            return
+        local_path(uri).unlink(missing_ok=True)
+
     def list(self, prefix_uri: str, suffix: str = "") -> list[str]:
         """Full URIs of the objects directly or recursively under a prefix, sorted."""
         if is_s3(prefix_uri):

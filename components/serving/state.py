@@ -61,8 +61,7 @@ class ServerState:
                 flush_s=settings.prediction_log_flush_s, max_queue=settings.prediction_log_queue,
                 on_written=self.metrics.log_written.inc, on_dropped=self.metrics.log_dropped.inc)
         self._online_read_at = 0.0
-        self.history = (HistoryFollower(settings.history_uri, settings.history_every_s,
-                                        on_loaded=lambda h: self.metrics.set_history(h.info.customers))
+        self.history = (HistoryFollower(settings.history_uri, settings.history_every_s, on_loaded=self._on_history)
                         if settings.history_uri else None)
 
     # -- model lifecycle ------------------------------------------------------
@@ -73,6 +72,10 @@ class ServerState:
             self.metrics.set_history(len(model.predictor.history))  # the bundle's snapshot answers
         self.refresh_drift(force=True)
         settle_heap()
+
+    def _on_history(self, followed) -> None:
+        self.metrics.set_history(followed.info.customers)
+        settle_heap()  # the lookup's hundred thousand objects, out of the collector's walk as the model's are
 
     def start(self) -> None:
         if self.prediction_log is not None:

@@ -306,6 +306,9 @@ def test_bench_serving(trained, tmp_path):  # noqa: F811
         full_port, minimal_port = free_port(), free_port()
         # BENCH_PREDICTION_LOG=0: the full server without its prediction log, to see what the log costs.
         no_log = ["--set", "monitor.log_predictions=false"] if os.environ.get("BENCH_PREDICTION_LOG") == "0" else []
+        # BENCH_FOLLOW_HISTORY=0: answer with the bundle's customer history instead of following the store's.
+        if os.environ.get("BENCH_FOLLOW_HISTORY") == "0":
+            no_log += ["--set", "serve.follow_history=false"]
         full_cmd = [sys.executable, "-m", "components.serving", "--workspace", str(trained.workspace), *no_log, "serve",
                     "--port", str(full_port), "--model-path", str(trained.bundle), "--workers", "1"]
         minimal_cmd = [sys.executable, "-m", "uvicorn", "--factory", "tests.benchmarks.bench_serving:minimal_app",
