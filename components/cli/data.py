@@ -8,6 +8,7 @@ import logging
 import time
 from pathlib import Path
 
+from components.cli.options import add_data_root
 from components.cli.options import config_from_args as _config
 from components.cli.options import data_root as _data_root
 
@@ -149,20 +150,20 @@ def add_parser(sub) -> None:
     fg = data.add_parser("forget", help="tombstone a customer and remove their rows from every stored Parquet file")
     fg.add_argument("--customer", required=True, help="the customer_key (the salted hash) to forget")
     fg.add_argument("--reason", default="erasure request", help="recorded with the tombstone and the new versions")
-    fg.add_argument("--data-root", help="dataset root URI (default: <workspace>/data)")
+    add_data_root(fg)
     fg.add_argument("--also", action="append", help="another root to clean (e.g. an MLflow artifact store URI)")
     fg.set_defaults(func=cmd_data_forget)
 
     pr = data.add_parser("prune", help="apply the retention settings (retention.*) to what piles up")
-    pr.add_argument("--data-root", help="dataset root URI (default: <workspace>/data)")
+    add_data_root(pr)
     pr.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
     pr.set_defaults(func=cmd_data_prune)
 
     o = data.add_parser("orders", help="simulate next week's planned stops (the input of `plan`)")
     o.add_argument("--out", required=True, help="Parquet URI to write")
     o.add_argument("--week", type=int, help="week index (default: the week after the data under --data-root)")
-    o.add_argument("--data-root", help="dataset root URI (default: <workspace>/data)")
     o.add_argument("--with-labels", action="store_true", help="keep the real service times, to measure coverage")
+    add_data_root(o)
     o.set_defaults(func=cmd_data_orders)
 
     pl = sub.add_parser("plan", help="score planned stops in batch: service times, intervals, arrival windows")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from components.cli.options import add_data_root
+
 
 def _config(args: argparse.Namespace):
     from components.cli.options import config_from_args as config
@@ -56,7 +58,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("monitor", help="online quality: logged predictions joined with arrived labels")
     sub = p.add_subparsers(dest="monitor_command", required=True)
     r = sub.add_parser("run", help="join the prediction log with the arrived batches; write a versioned report")
-    r.add_argument("--data-root", help="dataset root (default: <workspace>/data)")
+    add_data_root(r)
     r.add_argument("--log", help="prediction log root (default: monitor.prediction_log_uri or <workspace>/predictions)")
     r.add_argument("--out", help="report root (default: monitor.report_uri or <workspace>/monitor)")
     r.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")

@@ -18,6 +18,11 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
                         help="override a config key, e.g. train.epochs=3")
 
 
+def add_data_root(parser: argparse.ArgumentParser, default: str = "<workspace>/data") -> None:
+    """The dataset root option of the commands that read or clean the data."""
+    parser.add_argument("--data-root", help=f"dataset root URI (default: {default})")
+
+
 def overrides(pairs: list[str] | None) -> dict:
     out = {}
     for pair in pairs or []:

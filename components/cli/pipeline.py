@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+from components.cli.options import add_data_root
 from components.cli.options import config_from_args as _config
 from components.cli.options import data_root as _data_root
 
@@ -122,7 +123,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     r = sub.add_parser("run", help="run the whole pipeline on the embedded default")
-    r.add_argument("--data-root", help="dataset root URI (default: <workspace>/data)")
+    add_data_root(r)
     r.add_argument("--run-uri", help="where the run's step records and summary go")
     r.add_argument("--summary", help="JSON summary path (default: <workspace>/summary.json)")
     r.add_argument("--weeks", type=int, help="weeks to simulate when there is no data yet")

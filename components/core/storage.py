@@ -232,28 +232,24 @@ class Storage:
                 raise StorageError(f"cannot check {uri}: {exc}") from exc
         return local_path(uri).exists()
 
+    def _object(self, uri: str, what: str, s3_call, local_call):
+        """One call on one object, S3 or local, with its failure as a StorageError naming the URI."""
+        try:
+            if is_s3(uri):
+                return s3_call(self._s3(), *_split_s3(uri))
+            return local_call(local_path(uri))
+        except OSError as exc:
+            raise StorageError(f"cannot {what} {uri}: {exc.strerror or exc}") from exc
+        except Exception as exc:  # the minio client raises several unrelated types
+            raise StorageError(f"cannot {what} {uri}: {exc}") from exc
+
     def modified(self, uri: str) -> float:
         """When the object was last written (unix seconds)."""
-        if is_s3(uri):
-            bucket, key = _split_s3(uri)
-            try:
-                return self._s3().stat_object(bucket, key).last_modified.timestamp()
-            except Exception as exc:
-                raise StorageError(f"cannot check {uri}: {exc}") from exc
-        try:
-            return local_path(uri).stat().st_mtime
-        except OSError as exc:
-            raise StorageError(f"cannot check {uri}: {exc.strerror or exc}") from exc
+        return self._object(uri, "check", lambda c, b, k: c.stat_object(b, k).last_modified.timestamp(),
+                            lambda p: p.stat().st_mtime)
 
     def delete(self, uri: str) -> None:
-        if is_s3(uri):
-            bucket, key = _split_s3(uri)
-            try:
-                self._s3().remove_object(bucket, key)
-            except Exception as exc:
-                raise StorageError(f"cannot delete {uri}: {exc}") from exc
-            return
-        local_path(uri).unlink(missing_ok=True)
+        self._object(uri, "delete", lambda c, b, k: c.remove_object(b, k), lambda p: p.unlink(missing_ok=True))
 
     def list(self, prefix_uri: str, suffix: str = "") -> list[str]:
         """Full URIs of the objects directly or recursively under a prefix, sorted."""

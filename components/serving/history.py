@@ -8,11 +8,11 @@ snapshot is found (none written yet, S3 down) the bundle's own snapshot answers.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 
 from components.learn import history_store
 from components.learn.features import HistoryLookup
+from components.serving.poller import Poller
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +23,15 @@ class FollowedHistory:
     info: history_store.SnapshotInfo
 
 
-class HistoryFollower:
+class HistoryFollower(Poller):
+    thread_name = "history-poller"
+
     def __init__(self, root_uri: str, interval_s: float, on_loaded=None):
+        super().__init__(interval_s)
         self.root_uri = root_uri
-        self.interval_s = max(float(interval_s), 0.1)
         self.on_loaded = on_loaded
         self.current: FollowedHistory | None = None
         self.last_error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def check(self) -> bool:
         """Load the newest snapshot when ``LATEST`` moved; True when one was swapped in."""
@@ -53,20 +53,3 @@ class HistoryFollower:
         if self.on_loaded:
             self.on_loaded(followed)
         return True
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="history-poller", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.check()
-            self._stop.wait(self.interval_s)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from components.learn.bundle import Predictor
+from components.serving.poller import Poller
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def load(source: ModelSource, version: str | None = None) -> LoadedModel:
     return LoadedModel(predictor, predictor, name, str(version), alias, seconds)
 
 
-class ModelHolder:
+class ModelHolder(Poller):
     """The current model, and a thread that (re)loads it.
 
     ``current`` is read once per request; assigning it is atomic, so there is no
@@ -122,19 +123,19 @@ class ModelHolder:
     URI, reloads when the alias moves.
     """
 
+    thread_name = "model-poller"
+
     def __init__(self, source: ModelSource, interval_s: float,
                  on_loaded: Callable[[LoadedModel], None] | None = None,
                  on_result: Callable[[bool], None] | None = None):
+        super().__init__(interval_s)
         self.source = source
-        self.interval_s = max(float(interval_s), 0.1)
         self.on_loaded = on_loaded
         self.on_result = on_result
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
         self.last_check: float | None = None
         self.first_attempt = threading.Event()  # set after the first load attempt, whatever its result
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # -- one check ------------------------------------------------------------
     def check(self) -> bool:
@@ -169,27 +170,5 @@ class ModelHolder:
             self.on_loaded(loaded)
         return True
 
-    # -- the background thread ------------------------------------------------
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="model-poller", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.check()
-            if self.current is not None and not self.source.follows_alias:
-                return  # a fixed model: nothing more to watch
-            self._stop.wait(self.interval_s)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def done(self) -> bool:
+        return self.current is not None and not self.source.follows_alias  # a fixed model: nothing to watch

@@ -31,13 +31,12 @@ MODEL_INFO = f"{PREFIX}_model_info"  # labels: name, version, alias
 MODEL_LOADED = f"{PREFIX}_model_loaded"
 MODEL_LOAD_SECONDS = f"{PREFIX}_model_load_duration_seconds"
 MODEL_LOADED_TIMESTAMP = f"{PREFIX}_model_loaded_timestamp_seconds"
-# The served model's data (its training weeks, and the customer-history snapshot built with them):
-# when its newest stop was, and how far the stops now served lie beyond it (their planned arrival,
-# so a replay of old weeks ages as its own calendar does, not as the wall clock).
-MODEL_DATA_TIMESTAMP = f"{PREFIX}_model_data_until_timestamp_seconds"
+# The served model's data: when its newest training stop was, and how far the stops now served lie
+# beyond it (their planned arrival, so a replay of old weeks ages as its own calendar does).
+MODEL_DATA_TIMESTAMP = f"{PREFIX}_model_data_until_timestamp_seconds"  # unix time, from the bundle's lineage
 MODEL_DATA_AGE = f"{PREFIX}_model_data_age_seconds"
 # The customer-history snapshot the server answers with (followed, else the bundle's own).
-HISTORY_CUSTOMERS = f"{PREFIX}_history_customers"
+HISTORY_CUSTOMERS = f"{PREFIX}_history_customers"  # customers in it
 HISTORY_DATA_AGE = f"{PREFIX}_history_data_age_seconds"  # as MODEL_DATA_AGE, for the snapshot
 INPUT_DRIFT_PSI = f"{PREFIX}_input_drift_psi"  # labels: feature
 DRIFT_WINDOW_ROWS = f"{PREFIX}_drift_window_rows"
