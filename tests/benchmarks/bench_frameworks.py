@@ -6,14 +6,14 @@ One model bundle (trained in-process on the default data, see ``bench_data.defau
 three servers, each started as its own process group on loopback and stopped at the end:
 
 * ``ours``: ``servicetime serve --model-path <bundle>`` (or ``python -m components.serving serve``
-  while the main CLI lacks the subcommand): strict request model, compiled scorer,
+  while the main CLI lacks the subcommand): strict request model, the column transform,
   fallback, Prometheus metrics, drift window; one uvicorn worker;
 * ``minimal``: the FastAPI app a user writes first (``minimal_app`` below): JSON -> DataFrame
   -> ``components.learn.bundle.Predictor.predict`` -> JSON; one uvicorn worker;
 * ``ray-serve``: Ray Serve 2.60 with one replica running the same code as ``minimal``
   (``RayServePredictor`` below), default settings, its own local Ray (2 CPUs);
 * ``ray-serve+scorer``: the same Ray Serve, but the replica runs our server's scoring path
-  (request model, compiled scorer, response rendering; no metrics): what the framework
+  (request model, the column transform, response rendering; no metrics): what the framework
   itself costs once the model code is as fast as ours.
 
 Every server answers with one torch thread. The load comes from one separate process
@@ -303,43 +303,14 @@ def test_bench_frameworks():
 
     env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "MLFLOW_TRACKING_URI")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    minimal = [sys.executable, "-m", "uvicorn", "--factory", "tests.benchmarks.bench_frameworks:minimal_app",
+               "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
+    ray = [sys.executable, "-m", "tests.benchmarks.bench_frameworks", "ray-serve", "--bundle", str(bundle)]
     specs = {
         "ours": lambda port: ours_command(tmp / "ws", port, bundle),
-        "minimal": lambda port: [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "tests.benchmarks.bench_frameworks:minimal_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        "ray-serve": lambda port: [
-            sys.executable,
-            "-m",
-            "tests.benchmarks.bench_frameworks",
-            "ray-serve",
-            "--port",
-            str(port),
-            "--bundle",
-            str(bundle),
-        ],
-        "ray-serve+scorer": lambda port: [
-            sys.executable,
-            "-m",
-            "tests.benchmarks.bench_frameworks",
-            "ray-serve",
-            "--port",
-            str(port),
-            "--bundle",
-            str(bundle),
-            "--scorer",
-        ],
+        "minimal": lambda port: [*minimal, "--port", str(port)],
+        "ray-serve": lambda port: [*ray, "--port", str(port)],
+        "ray-serve+scorer": lambda port: [*ray, "--port", str(port), "--scorer"],
     }
     results: dict[str, dict] = {}
     servers: list[Server] = []
@@ -417,7 +388,7 @@ def _main(argv: list[str] | None = None) -> int:
     rs = sub.add_parser("ray-serve", help="serve a bundle with Ray Serve until SIGTERM")
     rs.add_argument("--port", type=int, required=True)
     rs.add_argument("--bundle", required=True)
-    rs.add_argument("--scorer", action="store_true", help="score with our server's compiled scorer")
+    rs.add_argument("--scorer", action="store_true", help="score with our server's path (the column transform)")
     args = p.parse_args(argv)
     if args.command == "ray-serve":
         serve_with_ray(args.port, args.bundle, args.scorer)
