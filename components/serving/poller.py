@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 
 
-class Poller:
+class Poller(ABC):
     """Calls ``check()`` every ``interval_s`` on a daemon thread until stopped, or until ``done()``."""
 
     thread_name = "poller"
@@ -15,8 +16,9 @@ class Poller:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @abstractmethod
     def check(self) -> bool:
-        raise NotImplementedError
+        """One look: True when something new was taken in."""
 
     def done(self) -> bool:
         """True when there is nothing more to watch (the thread then ends)."""
