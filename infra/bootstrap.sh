@@ -210,6 +210,9 @@ create_secrets() {
   # MLflow's basic-auth admin, which every client of ours logs in as; the model server's bearer token.
   ensure_secret "$NS" mlflow-auth MLFLOW_TRACKING_USERNAME=servicetime "MLFLOW_TRACKING_PASSWORD=$(rand 16)"
   ensure_secret "$NS" model-server-token "token=$(rand 24)"
+  # The salt that turns real customer and driver ids into keys at ingest (components/core/keys.py). Kept
+  # with the data: a new salt would make every customer new.
+  ensure_secret "$NS" servicetime-key-salt "SERVICETIME_KEY_SALT=$(rand 32)"
 }
 
 # KFP's launcher, API server, Argo and pipeline pods read the same S3 user from
@@ -222,12 +225,16 @@ copy_s3_secret_to_kfp() {
     "--from-literal=AWS_ACCESS_KEY_ID=$key" "--from-literal=AWS_SECRET_ACCESS_KEY=$secret" \
     "--from-literal=accesskey=$key" "--from-literal=secretkey=$secret" \
     --dry-run=client -o yaml | kc apply -f - >/dev/null
-  # Pipeline steps log to MLflow as the same user (read from the Secret, never from the command line).
-  kc -n "$NS" get secret mlflow-auth -o json \
-    | "$VENV/bin/python" -c 'import json, sys; s = json.load(sys.stdin); m = s["metadata"]
+  # Pipeline steps log to MLflow as the same user and hash real ids with the same salt (both read from
+  # Secrets, never from the command line).
+  local name
+  for name in mlflow-auth servicetime-key-salt; do
+    kc -n "$NS" get secret "$name" -o json \
+      | "$VENV/bin/python" -c 'import json, sys; s = json.load(sys.stdin); m = s["metadata"]
 print(json.dumps({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": s["data"],
                   "metadata": {"name": m["name"], "namespace": sys.argv[1]}}))' "$KFP_NS" \
-    | kc apply -f - >/dev/null
+      | kc apply -f - >/dev/null
+  done
 }
 
 # One render of everything (KFP, Argo, KubeRay, our overlay), applied in two

@@ -7,11 +7,13 @@ import uuid
 from pathlib import Path
 
 from components.cluster.podspec import (  # created by infra/bootstrap.sh in the KFP namespace too
+    KEY_SALT_SECRET,
     MLFLOW_AUTH_KEYS,
     MLFLOW_AUTH_SECRET,
     S3_SECRET,
 )
 from components.core.config import Config
+from components.core.keys import SALT_ENV
 from components.core.platform import platform
 from pipelines.parameters import config_json_for, knob_values
 
@@ -154,6 +156,8 @@ def _cluster_hook(cfg: Config):
         # MLflow runs its basic-auth app on the cluster: the steps log in with the generated admin.
         kubernetes.use_secret_as_env(task, secret_name=MLFLOW_AUTH_SECRET,
                                      secret_key_to_env={k: k for k in MLFLOW_AUTH_KEYS})
+        # Real ids arriving in the landing zone are hashed at ingest with the cluster's secret salt.
+        kubernetes.use_secret_as_env(task, secret_name=KEY_SALT_SECRET, secret_key_to_env={SALT_ENV: SALT_ENV})
 
     return configure
 

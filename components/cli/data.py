@@ -70,7 +70,12 @@ def cmd_data_forget(args: argparse.Namespace) -> int:
     from components.learn.history_store import republish
 
     data_root = _data_root(cfg, args)
-    out = forget_customer(args.customer, data_root, roots, reason=args.reason)
+    key = args.customer
+    if args.customer_id is not None:  # an erasure request names the person; the data holds only their key
+        from components.core.keys import pseudonymise, require_salt
+
+        key = pseudonymise([args.customer_id], require_salt(why="--customer-id names a raw id"))[0]
+    out = forget_customer(key, data_root, roots, reason=args.reason)
     republish(data_root, f"forgot a customer: {args.reason}")  # the servers follow it, and drop the old one
     print(f"forgot customer {out.key}: {out.rows_removed:,} rows removed ({out.deliveries:,} deliveries) from "
           f"{len(out.files)} files and {len(out.versions)} dataset versions (new ids in datasets/reversioned.json); "
@@ -148,7 +153,10 @@ def add_parser(sub) -> None:
     v.set_defaults(func=cmd_data_validate)
 
     fg = data.add_parser("forget", help="tombstone a customer and remove their rows from every stored Parquet file")
-    fg.add_argument("--customer", required=True, help="the customer_key (the salted hash) to forget")
+    who = fg.add_mutually_exclusive_group(required=True)
+    who.add_argument("--customer", help="the customer_key (the salted hash) to forget")
+    who.add_argument("--customer-id", help="the customer's raw id, hashed with the secret salt "
+                                           "(SERVICETIME_KEY_SALT) into the key to forget")
     fg.add_argument("--reason", default="erasure request", help="recorded with the tombstone and the new versions")
     add_data_root(fg)
     fg.add_argument("--also", action="append", help="another root to clean (e.g. an MLflow artifact store URI)")

@@ -62,6 +62,10 @@ NUMERIC_KINDS = ("int", "float", "bool")
 # Features the drift monitor and validation compare against the training reference.
 DRIFT_FEATURES = ("n_items", "n_boxes", "weight_kg", "floor", "has_frozen")
 
+# A real export may carry the upstream's raw ids; they are hashed into these key columns at the door
+# (components/core/keys.py) and never stored.
+RAW_ID_COLUMNS = {"customer_id": "customer_key", "driver_id": "driver_key"}
+
 
 @dataclass(frozen=True)
 class FeatureSpec:

@@ -57,6 +57,7 @@ import pandas as pd
 from components.core.config import Config, DataConfig
 from components.core.schema import ID, LABEL, PLANNING_COLUMNS, TIMESTAMP
 from components.core.storage import Storage
+from components.data.raw_ids import hash_frame
 from components.learn.bundle import Predictor, find_bundle
 from components.learn.calibration import conformal_bounds
 
@@ -278,7 +279,7 @@ def plan_file(cfg: Config, orders_uri: str, out_uri: str, model_uri: str | None 
     coverage on them. Returns {"stops", "routes", "level", "coverage", "model_version", "out", ...}.
     """
     storage = Storage()
-    orders = storage.read_parquet(orders_uri)
+    orders = hash_frame(storage.read_parquet(orders_uri), f"orders {orders_uri}")  # real ids: salted keys
     missing = sorted({ID, *PLANNING_COLUMNS} - set(orders.columns))
     if missing:
         raise ValueError(f"orders lack planning columns: {missing}")

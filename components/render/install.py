@@ -174,8 +174,8 @@ def secret_names() -> dict[str, list[str]]:
 
     s3 = [u.secret for u in s3_users.users().values()]
     return {platform().namespace: [*s3, "minio-root", "postgres-credentials", "grafana-admin",
-                                   podspec.MLFLOW_AUTH_SECRET, podspec.API_TOKEN_SECRET],
-            platform().namespaces.kfp: [podspec.S3_SECRET, podspec.MLFLOW_AUTH_SECRET]}
+                                   podspec.MLFLOW_AUTH_SECRET, podspec.API_TOKEN_SECRET, podspec.KEY_SALT_SECRET],
+            platform().namespaces.kfp: [podspec.S3_SECRET, podspec.MLFLOW_AUTH_SECRET, podspec.KEY_SALT_SECRET]}
 
 
 def write(path: Path, objects: list[dict]) -> Path:

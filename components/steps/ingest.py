@@ -9,6 +9,7 @@ from components.core.config import DataConfig
 from components.core.storage import to_parquet_bytes
 from components.data.datasets import DatasetStore
 from components.data.forget import drop_tombstoned
+from components.data.raw_ids import hash_landing
 from components.data.simulator import generate
 from components.steps import guarded, record
 from components.steps.outcomes import Ingested
@@ -30,13 +31,15 @@ def _ingest(data_root: str, out_dir: str | Path, last_weeks: int = 0, run_uri: s
         batches = generate_raw(simulate_if_empty, data_root)
     if last_weeks:
         batches = batches[-last_weeks:]
+    # Real ids become salted keys before anything is versioned (and before tombstones, which name keys).
+    hashed = hash_landing(store, batches)
     forgotten = drop_tombstoned(store, batches)
     manifest = store.snapshot_raw(batches)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").write_text(json.dumps({**manifest.to_dict(), "root": data_root}, indent=2))
     return record(run_uri, Ingested(manifest.version, manifest.rows, len(manifest.batches),
-                                    store.version_uri(manifest.version), forgotten))
+                                    store.version_uri(manifest.version), forgotten, hashed))
 
 
 def generate_raw(cfg: DataConfig, data_root: str, weeks: range | None = None) -> list[str]:

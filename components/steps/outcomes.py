@@ -40,6 +40,7 @@ class Ingested(StepOutcome):
     weeks: int
     uri: str
     forgotten_rows: int = 0  # rows of tombstoned customers dropped from the landing batches
+    hashed_rows: int = 0  # rows whose raw ids were replaced by salted keys at the door
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,9 @@ def test_secrets_that_pods_read_are_created_by_the_bootstrap(objects):
         (("NS" if ns == "$NS" else ns), name) for ns, name in re.findall(r'ensure_secret "([^"]+)" ([\w-]+)', text)
     }
     created = {(NS, n) for _, n in created} | {(KFP_NS, podspec.S3_SECRET)}  # copy_s3_secret_to_kfp
+    copied = re.search(r"for name in ([\w -]+); do", text).group(1).split()  # ...and the Secrets it copies as they are
+    created |= {(KFP_NS, n) for n in copied}
+    assert set(install.secret_names()[KFP_NS]) == {podspec.S3_SECRET, *copied}
     created |= set(UPSTREAM_RUNTIME_SECRETS)
     rendered = {(o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects if o["kind"] == "Secret"}
     for o in objects:

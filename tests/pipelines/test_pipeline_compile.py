@@ -78,6 +78,18 @@ def test_cluster_build_injects_services_and_secret(tmp_path):
     for e in platform_spec.values():
         auth = next(x for x in e["secretAsEnv"] if x["secretName"] == MLFLOW_AUTH_SECRET)
         assert sorted(k["envVar"] for k in auth["keyToEnv"]) == sorted(MLFLOW_AUTH_KEYS)
+    # ...the salt that hashes real ids at ingest from its Secret; and every Secret a step reads is one the
+    # bootstrap creates (or copies) in KFP's namespace.
+    from components.cluster.podspec import KEY_SALT_SECRET
+    from components.core.keys import SALT_ENV
+    from components.core.platform import platform
+    from components.render.install import secret_names
+
+    for e in platform_spec.values():
+        salt = next(x for x in e["secretAsEnv"] if x["secretName"] == KEY_SALT_SECRET)
+        assert [(k["secretKey"], k["envVar"]) for k in salt["keyToEnv"]] == [(SALT_ENV, SALT_ENV)]
+    read = {x["secretName"] for e in platform_spec.values() for x in e["secretAsEnv"]}
+    assert read == set(secret_names()[platform().namespaces.kfp])
     env = {
         v["name"]: v["value"] for e in docs[0]["deploymentSpec"]["executors"].values() for v in e["container"]["env"]
     }
