@@ -342,3 +342,28 @@ def test_minio_setup_creates_every_user_with_its_policy(objects):
     for var in pairs:
         assert env[f"{var}_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "AWS_ACCESS_KEY_ID"
     assert any(v.get("configMap", {}).get("name", "").startswith(s3_users.POLICY_CONFIGMAP) for v in job["volumes"])
+
+
+def test_minio_setup_keeps_each_secret_key_off_every_command_line(objects, tmp_path):
+    """Run the Job's script under sh with a recording ``mc``: secret keys reach mc on stdin, never in argv."""
+    import os
+    import subprocess
+
+    container = find(objects, "Job", "minio-setup", NS)["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["/bin/sh", "-ec"]
+    users = _env(container)["S3_USERS"]["value"]
+    fake = tmp_path / "mc"
+    fake.write_text('#!/bin/sh\necho "$*" >> "$CALLS"\n'
+                    'case "$*" in "admin user add"*) cat >> "$STDIN";; esac\n')
+    fake.chmod(0o755)
+    secrets = {var: f"secret-of-{var.lower()}-0123456789" for var in (p.split(":")[0] for p in users.split())}
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "CALLS": str(tmp_path / "calls"),
+           "STDIN": str(tmp_path / "stdin"), "BUCKETS": "servicetime-data", "S3_USERS": users,
+           **{f"{v}_KEY": f"key-{v.lower()}" for v in secrets}, **{f"{v}_SECRET": s for v, s in secrets.items()}}
+    done = subprocess.run(["/bin/sh", "-ec", container["args"][0]], env=env, capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    calls = (tmp_path / "calls").read_text()
+    assert calls.count("admin user add local ") == len(secrets)
+    assert not [s for s in secrets.values() if s in calls]
+    assert sorted((tmp_path / "stdin").read_text().split()) == sorted(secrets.values())
