@@ -1,5 +1,16 @@
-resource "random_password" "k3s_token" {
-  length  = 48
+# Agents join with a kubeadm-style bootstrap token ("<id>.<secret>", `k3s token create`) that the
+# control plane's bootstrap creates while nodes are missing and deletes once all are Ready, so the
+# copy the metadata service keeps in every node's user-data opens nothing afterwards. The server
+# token, which would open everything, never leaves the control plane: k3s generates it there.
+resource "random_password" "join_id" {
+  length  = 6
+  upper   = false
+  special = false
+}
+
+resource "random_password" "join_secret" {
+  length  = 16
+  upper   = false
   special = false
 }
 
@@ -35,7 +46,7 @@ resource "openstack_compute_instance_v2" "node" {
     server_ip      = local.server_ip
     expected_nodes = each.value.role == "server" ? length(local.nodes) : 0
     k3s_version    = local.platform.versions.k3s
-    k3s_token      = random_password.k3s_token.result
+    join_token     = "${random_password.join_id.result}.${random_password.join_secret.result}"
     registry_host  = local.registry_host
     registry_port  = local.ports.registry
     repo_url       = each.value.role == "server" ? var.repo_url : ""

@@ -36,7 +36,7 @@ EXPECTED_NODES="${nodes_now:-${EXPECTED_NODES:-}}"
 # Today's terraform.tfvars (bootstrap_command) wins over the first boot's.
 if [ "$image_now" != unset ]; then PREBUILT_IMAGE="$image_now"; fi
 PREBUILT_IMAGE="${PREBUILT_IMAGE:-}"
-: "${EXPECTED_NODES:?}" "${SERVER_IP:?}" "${REPO_URL:?}" "${REPO_REF:?}"
+: "${EXPECTED_NODES:?}" "${SERVER_IP:?}" "${REPO_URL:?}" "${REPO_REF:?}" "${K3S_JOIN_TOKEN:?}"
 
 log() { echo "servicetime-bootstrap: $*"; }
 
@@ -99,14 +99,32 @@ install -d -m 0700 -o cc -g cc "$ROOT/home/cc/.kube"
 install -m 0600 -o cc -g cc "$KUBECONFIG" "$ROOT/home/cc/.kube/config"
 
 ready_nodes() { kubectl get nodes --no-headers 2>/dev/null | awk '$2 == "Ready"' | wc -l; }
+# The agents' join token (terraform/instances.tf) exists only while nodes are missing: created
+# here (a re-run with more nodes opens it again), deleted once all are Ready or the wait ends.
+join_id="${K3S_JOIN_TOKEN%%.*}"
+close_join() { k3s token delete "$join_id" >/dev/null 2>&1 || true; }
+if [ "$(ready_nodes)" -lt "$EXPECTED_NODES" ]; then
+  for _ in $(seq 1 30); do  # the API may still be starting
+    if k3s token create "$K3S_JOIN_TOKEN" --ttl 2h \
+      --description "servicetime agents' join, deleted once all nodes are Ready" >/dev/null 2>&1 ||
+      k3s token list 2>/dev/null | grep -q "^$join_id "; then
+      log "join token $join_id open for $EXPECTED_NODES node(s) (2 h at most)"
+      break
+    fi
+    sleep 5
+  done
+fi
 deadline=$((SECONDS + 1800))
 until [ "$(ready_nodes)" -ge "$EXPECTED_NODES" ]; do
   if [ "$SECONDS" -ge "$deadline" ]; then
-    log "only $(ready_nodes)/$EXPECTED_NODES nodes Ready after 30 min; continuing"
+    log "only $(ready_nodes)/$EXPECTED_NODES nodes Ready after 30 min; continuing (the join token is closed:" \
+      "run bootstrap_command again once the missing nodes are up)"
     break
   fi
   sleep 10
 done
+close_join
+log "join token $join_id deleted: the token in the nodes' user-data opens nothing now"
 kubectl get nodes -o wide || true
 
 repo_dir="$ROOT/home/cc/servicetime"

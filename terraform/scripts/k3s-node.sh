@@ -7,7 +7,7 @@ set -euo pipefail
 ENV_FILE="${1:-/etc/servicetime/cluster.env}"
 # shellcheck source=/dev/null
 . "$ENV_FILE"
-: "${K3S_ROLE:?}" "${K3S_VERSION:?}" "${K3S_TOKEN:?}" "${NODE_IP:?}" "${NODE_MAC:?}"
+: "${K3S_ROLE:?}" "${K3S_VERSION:?}" "${K3S_JOIN_TOKEN:?}" "${NODE_IP:?}" "${NODE_MAC:?}"
 : "${PRIVATE_PREFIX:?}" "${SERVER_IP:?}" "${REGISTRY_HOST:?}"
 PRIVATE_MTU="${PRIVATE_MTU:-1450}"
 
@@ -100,12 +100,15 @@ for label in ${NODE_LABELS:-}; do
   args+=(--node-label "$label")
 done
 
-export INSTALL_K3S_VERSION="$K3S_VERSION" K3S_TOKEN
+export INSTALL_K3S_VERSION="$K3S_VERSION"
 if [ "$K3S_ROLE" = server ]; then
   log "installing k3s $K3S_VERSION server on $NODE_IP ($iface)"
+  # No K3S_TOKEN: k3s makes the server token here and it stays here (root-only, in its data dir).
   sh "$installer" server "${args[@]}" --tls-san "$NODE_IP"
 else
   log "installing k3s $K3S_VERSION agent on $NODE_IP ($iface), joining $SERVER_IP"
-  # The agent service keeps retrying until the server answers.
-  K3S_URL="https://${SERVER_IP}:6443" sh "$installer" agent "${args[@]}"
+  # The bootstrap token, valid only while the control plane waits for nodes; the agent
+  # service keeps retrying until the server answers and accepts it. Once joined, the agent
+  # restarts on its own credentials: the token's deletion does not affect it.
+  K3S_TOKEN="$K3S_JOIN_TOKEN" K3S_URL="https://${SERVER_IP}:6443" sh "$installer" agent "${args[@]}"
 fi

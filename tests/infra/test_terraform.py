@@ -615,7 +615,7 @@ def _template_vars(
         "server_ip": "192.168.50.10",
         "expected_nodes": "3" if role == "server" else "0",
         "k3s_version": PLATFORM["versions"]["k3s"],
-        "k3s_token": "a" * 48,
+        "join_token": "abc123.0123456789abcdef",
         "registry_host": PLATFORM["image"]["repository"].split("/")[0],
         "registry_port": str(PLATFORM["ports"]["registry"]),
         "repo_url": "https://github.com/example/servicetime.git" if role == "server" else "",
@@ -1150,7 +1150,7 @@ NODE_STUBS = {
           shift
         done
     """,
-    "sh": 'shift; echo "install $* K3S_URL=${K3S_URL:-}" >>"$CALLS"',  # sh INSTALLER ARGS...
+    "sh": 'shift; echo "install $* K3S_URL=${K3S_URL:-} K3S_TOKEN=${K3S_TOKEN:-}" >>"$CALLS"',  # sh INSTALLER ARGS
     "sleep": "exit 0",
     "servicetime-state": 'echo "state $*" >>"$CALLS"',  # state-volume.sh, tested on its own below
 }
@@ -1213,11 +1213,12 @@ def test_node_script_turns_host_firewalls_off_before_k3s(tmp_path, role):
     assert calls.index("ufw disable") < install
     # and k3s itself is installed as asked, on the private interface
     assert f"--node-ip {_template_vars(role)['node_ip']} --flannel-iface eth1" in calls[install]
-    if role == "server":
-        assert calls[install].startswith("install server ") and calls[install].endswith("K3S_URL=")
-    else:
+    if role == "server":  # k3s makes its own server token, which never leaves the control plane
+        assert calls[install].startswith("install server ") and calls[install].endswith("K3S_URL= K3S_TOKEN=")
+    else:  # an agent joins with the bootstrap token only
         assert calls[install].startswith("install agent ")
-        assert calls[install].endswith(f"K3S_URL=https://{_template_vars(role)['server_ip']}:6443")
+        assert calls[install].endswith(f"K3S_URL=https://{_template_vars(role)['server_ip']}:6443 "
+                                       f"K3S_TOKEN={_template_vars(role)['join_token']}")
     registry = PLATFORM["image"]["repository"].split(":")[0]
     assert f"{_template_vars(role)['server_ip']} {registry}" in (sandbox / "hosts").read_text()
     assert not list((sandbox / "netplan").iterdir()), "DHCP configured the NIC: no netplan file"
@@ -1417,8 +1418,18 @@ HANDOFF_STUBS = {
     "sleep": "/bin/sleep 0.05",
     "kubectl": """
         if [ "$1 $2" = "get nodes" ]; then
-          for i in $(seq 1 "${FAKE_READY:-0}"); do echo "node-$i Ready <none> 1m v1"; done
+          ready="${FAKE_READY:-0}"  # the missing nodes join once the join token exists
+          if [ -e "$SERVICETIME_ROOT/join-open" ]; then ready="${FAKE_READY_AFTER_JOIN:-$ready}"; fi
+          for i in $(seq 1 "$ready"); do echo "node-$i Ready <none> 1m v1"; done
         fi
+    """,
+    "k3s": """
+        echo "k3s $*" >>"$CALLS"
+        case "$1 $2" in
+        "token create") touch "$SERVICETIME_ROOT/join-open" ;;
+        "token delete") rm -f "$SERVICETIME_ROOT/join-open" ;;
+        "token list") exit 0 ;;
+        esac
     """,
     "sudo": """
         [ "$1" = -u ] && shift 2
@@ -1504,6 +1515,33 @@ def test_handoff_first_run_clones_and_bootstraps(handoff):
     log = (root / "var/log/servicetime-bootstrap.log").read_text()
     assert "expecting 3 node(s)" in log and "platform bootstrap ran" in log
     assert (root / "run/servicetime-bootstrap.status").read_text().strip() == "0"
+
+
+def test_the_agents_join_token_is_open_only_while_nodes_are_missing(handoff):
+    root, run, _ = handoff
+    token = _template_vars("server")["join_token"]
+    result = run(FAKE_READY="1", FAKE_READY_AFTER_JOIN="3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = (root / "calls.log").read_text().splitlines()
+    create = next(i for i, c in enumerate(calls) if c.startswith(f"k3s token create {token} --ttl 2h"))
+    delete = calls.index(f"k3s token delete {token.split('.')[0]}")
+    clone = next(i for i, c in enumerate(calls) if c.startswith("git clone"))
+    assert create < delete < clone and not (root / "join-open").exists()
+    # A run with every node Ready opens nothing, and still makes sure the token is gone.
+    (root / "calls.log").unlink()
+    assert run().returncode == 0
+    calls = (root / "calls.log").read_text()
+    assert "k3s token create" not in calls and f"k3s token delete {token.split('.')[0]}" in calls
+
+
+def test_no_node_gets_the_server_token(hcl):
+    for role in ("server", "agent"):
+        rendered = render(TEMPLATE.read_text(), _template_vars(role))
+        assert "K3S_TOKEN=" not in rendered and f'K3S_JOIN_TOKEN="{_template_vars(role)["join_token"]}"' in rendered
+    passwords = {name: body for rtype, name, body in _resources(hcl) if rtype == "random_password"}
+    assert set(passwords) == {"join_id", "join_secret"}  # no server token is made here
+    assert passwords["join_id"]["length"] == 6 and passwords["join_secret"]["length"] == 16
+    assert all(b["upper"] is False and b["special"] is False for b in passwords.values())  # [a-z0-9]
 
 
 def test_handoff_passes_a_prebuilt_image_only_when_set(handoff):
