@@ -84,11 +84,21 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _watch_parent(parent: int, token: str) -> None:
-    """In the child: when the parent is gone (killed), stop the whole run and exit."""
+def _watch_parent(parent: int, token: str, cfg: Config) -> None:
+    """In the child: when the parent is gone (killed), stop the whole run, end its MLflow runs that a
+    step could not end itself (KILLED, not RUNNING), and exit."""
+    from components.learn import tracking  # imported now, so that the end below is quick
+
     while os.getppid() == parent:
         time.sleep(0.5)
     stop_marked(token, grace_s=1.0)
+    ended = []
+    try:
+        ended = tracking.end_orphaned_runs(cfg, token)
+    except Exception as exc:  # noqa: BLE001 (MLflow may be what went down; the next run ends them instead)
+        log.warning("could not end the killed run's MLflow runs: %s", exc)
+    if ended:
+        log.warning("the run's parent was killed: MLflow run(s) %s ended KILLED", ", ".join(ended))
     os._exit(137)
 
 
@@ -237,9 +247,10 @@ def _child(spec_path: str) -> int:
 
     configure()
     spec = json.loads(Path(spec_path).read_text())
-    threading.Thread(target=_watch_parent, args=(spec["parent"], os.environ[RUN_TOKEN]), daemon=True).start()
+    cfg = config_from_json(spec["config"])
+    threading.Thread(target=_watch_parent, args=(spec["parent"], os.environ[RUN_TOKEN], cfg), daemon=True).start()
     try:
-        execute(config_from_json(spec["config"]), spec["data_root"], spec["run_uri"], spec["last_weeks"],
+        execute(cfg, spec["data_root"], spec["run_uri"], spec["last_weeks"],
                 spec["fail_on_rejected"], spec["simulate_if_empty"], spec.get("tune_trials", 0))
     except Exception as exc:  # noqa: BLE001 (the local runner raises on some failures even with raise_on_error=False)
         log.error("pipeline failed: %s", exc)

@@ -168,7 +168,7 @@ def start_run(**kwargs) -> Iterator[mlflow.ActiveRun]:
 
 def running_tokens(cfg: Config) -> set[str]:
     """The pipeline-run tokens of MLflow runs still RUNNING (to find those whose pipeline run is gone)."""
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri(cfg))
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
     if experiment is None:
         return set()
@@ -179,7 +179,7 @@ def running_tokens(cfg: Config) -> set[str]:
 
 def end_orphaned_runs(cfg: Config, token: str, status: str = "KILLED") -> list[str]:
     """End the runs (and logged models) of one pipeline run that are still RUNNING (PENDING) after it ended."""
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri(cfg))
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
     if experiment is None:
         return []

@@ -152,6 +152,14 @@ def test_sigkill_of_a_run_leaves_none_of_its_processes(tmp_path):
         while local.marked(token) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert local.marked(token) == []
+        # The train step's MLflow run was open: the killed run's watchdog ended it, none is left RUNNING.
+        from mlflow.tracking import MlflowClient
+
+        cfg = load_config(None, {"workspace": str(tmp_path / "ws")})
+        client = MlflowClient(tracking.tracking_uri(cfg))
+        runs = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment).experiment_id],
+                                  filter_string=f"tags.`{tracking.RUN_TOKEN_TAG}` = '{token}'")
+        assert runs and [r.info.status for r in runs if r.info.status == "RUNNING"] == []
     finally:
         proc.kill()
         local.stop_marked(token, grace_s=1)
