@@ -12,7 +12,7 @@ LAB_PORT ?= 8888
 LAB_EXIT ?=
 APT_PACKAGES := prometheus shellcheck cloud-init
 
-.PHONY: run test bench lab setup setup-dev system-deps lock compile golden lint clean
+.PHONY: run test bench lab setup setup-dev system-deps lock audit compile golden lint clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -75,5 +75,16 @@ golden: setup
 lock: setup-dev $(VENV)/.installed-lab
 	$(PY) -m pip freeze --exclude-editable | sed -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/' > requirements.lock
 
+# Known vulnerabilities in every pinned package of the lock, from PyPI's advisory data. pip-audit lives in
+# its own venv so that it does not join the project's lock; it needs the network and says which packages it
+# could not check (--strict: a package it could not check fails the audit, so a partial audit never passes).
+AUDIT_VENV := .venv-audit
+PIP_AUDIT := pip-audit==2.10.1
+audit:
+	@test -x $(AUDIT_VENV)/bin/pip-audit || { $(PYTHON) -m venv $(AUDIT_VENV) && \
+	  $(AUDIT_VENV)/bin/python -m pip install -q --disable-pip-version-check '$(PIP_AUDIT)'; }
+	$(AUDIT_VENV)/bin/pip-audit --requirement requirements.lock --no-deps --disable-pip --vulnerability-service pypi \
+	  --progress-spinner off --desc off --strict
+
 clean:
-	rm -rf $(VENV) $(WORKSPACE) .pytest_cache
+	rm -rf $(VENV) $(AUDIT_VENV) $(WORKSPACE) .pytest_cache
