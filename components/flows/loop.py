@@ -31,7 +31,7 @@ from components.data.simulator import batch_name, build_population, generate_wee
 from components.data.validation import validate_batch
 from components.flows.triggers import evaluated, online, retrain_triggers, served_rows, trailing
 from components.learn import history_store, tracking
-from components.learn.features import add_point_in_time_history
+from components.learn.running_history import RunningHistory
 from components.steps.evaluate import evaluate_step, load_champion
 from components.steps.featurize import featurize
 from components.steps.ingest import ingest
@@ -85,6 +85,7 @@ def simulate(cfg: Config, new_weeks: int, start_week: int | None = None, corrupt
 
     records: list[WeekRecord] = []
     clean_frames: list[pd.DataFrame] = []
+    state: RunningHistory | None = None  # the customer history so far, carried week to week
     weeks_since_train = 0
     champion = load_champion(cfg)
     evaluation = evaluated(champion.metadata.get("run_id")) if champion else None
@@ -119,8 +120,15 @@ def simulate(cfg: Config, new_weeks: int, start_week: int | None = None, corrupt
         clean_frames.append(accepted)
         clean = pd.concat(clean_frames, ignore_index=True)
         history_store.refresh(root, clean, built_from=name, storage=store.storage)  # what the servers follow
-        history = add_point_in_time_history(clean)
-        this_week = history[history["batch"] == name]
+        if state is None:  # the history before the loop, once; then each week adds to it
+            state = RunningHistory()
+            state.add_all(clean_frames[0])
+        try:
+            this_week = state.add(accepted)  # the week's point-in-time history, without recomputing the past
+        except ValueError:  # a week that does not follow the history in time: all of it again
+            state = RunningHistory()
+            history = state.add_all(clean)
+            this_week = history[history["batch"] == name]
         y = this_week[LABEL].to_numpy(float)
         rec.baseline_mae = float(np.mean(np.abs(BusinessLogicModel().predict(this_week) - y)))
         now = None

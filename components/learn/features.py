@@ -29,6 +29,7 @@ import pandas as pd
 
 from components.core.schema import FEATURES, LABEL, TIMESTAMP
 from components.data.drift import REFERENCE_FILE as REFERENCE_FILE  # the training weeks' inputs, beside the features
+from components.learn.running_history import RunningHistory
 
 # The feature folder a featurize step writes and training, tuning and evaluation read: one definition.
 TRAIN, VAL, TEST = "train.npz", "val.npz", "test.parquet"
@@ -87,27 +88,10 @@ def _lookup(index: dict[str, int], values: list, default: int) -> np.ndarray:
 def add_point_in_time_history(frame: pd.DataFrame) -> pd.DataFrame:
     """Count and sum of log service time of each customer's strictly earlier stops.
 
-    Rows are processed in time order; a stop never sees its own label, nor any
-    stop at the same or a later timestamp.
+    A stop never sees its own label, nor any stop at the same or a later timestamp. Computed week by
+    week, the history carried as running state (``components.learn.running_history``).
     """
-    order = frame.sort_values([TIMESTAMP, "delivery_id"], kind="stable").index
-    f = frame.loc[order]
-    log_s = np.log(f[LABEL].astype(float).clip(lower=1.0))
-    key = f["customer_key"]
-    ts = f[TIMESTAMP]
-    grp = log_s.groupby(key)
-    count_incl = grp.cumcount() + 1
-    sum_incl = grp.cumsum()
-    # Exclude every stop of the same customer at the same timestamp (ties), not just this one.
-    tie = pd.DataFrame({"k": key, "t": ts, "s": log_s})
-    tie_rank = tie.groupby(["k", "t"]).cumcount() + 1
-    tie_sum_upto = tie.groupby(["k", "t"])["s"].cumsum()
-    prev_count = count_incl - tie_rank
-    prev_sum = sum_incl - tie_sum_upto
-    out = frame.copy()
-    out.loc[order, "cust_prev_count"] = prev_count.to_numpy(float)
-    out.loc[order, "cust_prev_sum_log"] = prev_sum.to_numpy(float)
-    return out
+    return RunningHistory().add_all(frame)
 
 
 def history_snapshot(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Data benchmark (not a test): generate + validate + build features at 1x, 4x and 16x the default size.
+"""Data benchmark (not a test): generate + validate + build features at 1x, 4x, 16x and 25x the default size.
 
     .venv/bin/python -m pytest tests/benchmarks/bench_data.py -m bench -s -p no:cacheprovider
 
@@ -44,7 +44,9 @@ import pytest
 
 from tests.benchmarks.results import goal, print_table, ratio, record
 
-SCALES = tuple(int(s) for s in os.environ.get("BENCH_DATA_SCALES", "1,4,16").split(","))
+# 25x: a national grocer's week (100,000 stops, 52 weeks: 5.2 M stops).
+SCALES = tuple(int(s) for s in os.environ.get("BENCH_DATA_SCALES", "1,4,16,25").split(","))
+PEAK_GOAL_GB = 8.0
 LINEAR_EXPONENT_GOAL = 1.1
 REFERENCE_WEEKS = 4  # as components/steps/validate.py
 
@@ -263,6 +265,14 @@ def test_bench_data():
     g = goal(f"cost grows linearly with size (every stage k <= {LINEAR_EXPONENT_GOAL} at {largest['scale']}x)",
              worst is not None and exponents[worst] <= LINEAR_EXPONENT_GOAL,
              f"worst stage {worst}: k = {exponents[worst]:.2f}" if worst else "one size only")
+    if len(sizes) > 1:  # the growth between the two largest sizes, and the largest one's peak
+        a, b = sizes[-2], sizes[-1]
+        k = _exponent(b["total_s"], a["total_s"], b["raw_rows"], a["raw_rows"])
+        peak_gb, k_text = b["peak_rss_mb"] / 1024, "n/a" if k is None else f"{k:.2f}"
+        print(f"data at {b['scale']}x: {b['total_s']:.0f} s, peak {peak_gb:.1f} GB, k={k_text}")
+        goal(f"at {b['scale']}x: peak <= {PEAK_GOAL_GB:.0f} GB and k <= {LINEAR_EXPONENT_GOAL} between "
+             f"{a['scale']}x and {b['scale']}x", peak_gb <= PEAK_GOAL_GB and k is not None
+             and k <= LINEAR_EXPONENT_GOAL, f"peak {peak_gb:.1f} GB, k = {k_text}")
     record("data", {"sizes": sizes, "goal_linear": g, "exponents_at_largest": exponents,
                     "feature_part_exponents_at_largest": part_exponents,
                     "load_average_before": load_before, "wall_s": time.perf_counter() - wall})
