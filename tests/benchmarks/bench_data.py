@@ -213,7 +213,7 @@ def _exponent(t: float, t1: float, r: float, r1: float) -> float | None:
 
 
 @pytest.mark.bench
-def test_bench_data():
+def test_bench_data_at_scale():  # -k scale
     wall = time.perf_counter()
     load_before = os.getloadavg()
     sizes = [_in_fresh_process(scale) for scale in SCALES]
