@@ -84,22 +84,31 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _watch_parent(parent: int, token: str, cfg: Config) -> None:
-    """In the child: when the parent is gone (killed), stop the whole run, end its MLflow runs that a
-    step could not end itself (KILLED, not RUNNING), and exit."""
-    from components.learn import tracking  # imported now, so that the end below is quick
-
+def _watch_parent(parent: int, token: str, spec_path: str) -> None:
+    """In the child: when the parent is gone (killed), stop the whole run and exit; a process outside
+    the run then ends the MLflow runs its steps could not end (KILLED, not RUNNING). Importing MLflow
+    here instead would cost every run seconds at its start, for a parent that is rarely killed."""
     while os.getppid() == parent:
         time.sleep(0.5)
     stop_marked(token, grace_s=1.0)
-    ended = []
-    try:
-        ended = tracking.end_orphaned_runs(cfg, token)
-    except Exception as exc:  # noqa: BLE001 (MLflow may be what went down; the next run ends them instead)
-        log.warning("could not end the killed run's MLflow runs: %s", exc)
-    if ended:
-        log.warning("the run's parent was killed: MLflow run(s) %s ended KILLED", ", ".join(ended))
+    env = {k: v for k, v in os.environ.items() if k != RUN_TOKEN}  # not one of the run's processes
+    subprocess.Popen([sys.executable, "-m", "pipelines.local", "--end-orphans", spec_path, token], env=env,
+                     start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
     os._exit(137)
+
+
+def _end_orphans_of(spec_path: str, token: str) -> int:
+    """``--end-orphans``: end a killed run's MLflow runs left RUNNING, then remove its spec file."""
+    from components.core.config import config_from_json
+    from components.core.logs import configure
+
+    configure()
+    try:
+        _end_orphans(config_from_json(json.loads(Path(spec_path).read_text())["config"]), token)
+    finally:
+        Path(spec_path).unlink(missing_ok=True)
+    return 0
 
 
 def run_local(
@@ -248,7 +257,8 @@ def _child(spec_path: str) -> int:
     configure()
     spec = json.loads(Path(spec_path).read_text())
     cfg = config_from_json(spec["config"])
-    threading.Thread(target=_watch_parent, args=(spec["parent"], os.environ[RUN_TOKEN], cfg), daemon=True).start()
+    threading.Thread(target=_watch_parent, args=(spec["parent"], os.environ[RUN_TOKEN], spec_path),
+                     daemon=True).start()
     try:
         execute(cfg, spec["data_root"], spec["run_uri"], spec["last_weeks"],
                 spec["fail_on_rejected"], spec["simulate_if_empty"], spec.get("tune_trials", 0))
@@ -260,3 +270,5 @@ def _child(spec_path: str) -> int:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
     raise SystemExit(_child(sys.argv[2]))
+if __name__ == "__main__" and sys.argv[1:2] == ["--end-orphans"]:
+    raise SystemExit(_end_orphans_of(sys.argv[2], sys.argv[3]))

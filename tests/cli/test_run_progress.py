@@ -152,14 +152,44 @@ def test_sigkill_of_a_run_leaves_none_of_its_processes(tmp_path):
         while local.marked(token) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert local.marked(token) == []
-        # The train step's MLflow run was open: the killed run's watchdog ended it, none is left RUNNING.
+        # The train step's MLflow run was open: the step ended it on SIGTERM, or else the process the
+        # watchdog leaves behind (outside the run) ends it shortly after; none is left RUNNING.
         from mlflow.tracking import MlflowClient
 
         cfg = load_config(None, {"workspace": str(tmp_path / "ws")})
         client = MlflowClient(tracking.tracking_uri(cfg))
-        runs = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment).experiment_id],
-                                  filter_string=f"tags.`{tracking.RUN_TOKEN_TAG}` = '{token}'")
-        assert runs and [r.info.status for r in runs if r.info.status == "RUNNING"] == []
+        experiment = client.get_experiment_by_name(cfg.tracking.experiment).experiment_id
+        deadline = time.monotonic() + 30
+        while True:
+            runs = client.search_runs([experiment], filter_string=f"tags.`{tracking.RUN_TOKEN_TAG}` = '{token}'")
+            running = [r.info.run_name for r in runs if r.info.status == "RUNNING"]
+            if not running or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert runs and running == [], [(r.info.run_name, r.info.status) for r in runs]
     finally:
         proc.kill()
         local.stop_marked(token, grace_s=1)
+
+
+def test_a_killed_runs_leftover_mlflow_runs_are_ended_from_outside_it(tmp_path):
+    """What the watchdog of a SIGKILLed run starts: its runs still RUNNING end KILLED; the spec file goes."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    cfg = load_config(None, {"workspace": str(tmp_path / "ws")})
+    tracking.setup(cfg)
+    token = uuid.uuid4().hex
+    run = mlflow.start_run(run_name="train", tags={tracking.RUN_TOKEN_TAG: token})  # a step killed mid-run
+    other = mlflow.start_run(run_name="another run's", nested=True)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"config": cfg.model_dump_json()}))
+    done = subprocess.run([sys.executable, "-m", "pipelines.local", "--end-orphans", str(spec), token],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    client = MlflowClient(tracking.tracking_uri(cfg))
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
+    assert client.get_run(other.info.run_id).info.status == "RUNNING"  # not this run's: left alone
+    assert not spec.exists()
+    mlflow.end_run()
+    mlflow.end_run()
