@@ -134,16 +134,29 @@ def test_an_empty_given_data_root_is_an_error_not_a_simulation(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_of_a_run_leaves_none_of_its_processes(tmp_path):
+    from mlflow.tracking import MlflowClient
+
     token = uuid.uuid4().hex
     env = {**os.environ, local.RUN_TOKEN: token}
+    cfg = load_config(None, {"workspace": str(tmp_path / "ws")})
     proc = subprocess.Popen([*CLI, "--workspace", str(tmp_path / "ws"), "run", "--workers", "1"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+
+    def mine() -> list:
+        client = MlflowClient(tracking.tracking_uri(cfg))
+        experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+        return client.search_runs([experiment.experiment_id],
+                                  filter_string=f"tags.`{tracking.RUN_TOKEN_TAG}` = '{token}'") if experiment else []
+
     try:
         deadline = time.monotonic() + 300
         for line in proc.stdout:  # wait until training (with its local Ray) is under way
             if "train     started" in line or time.monotonic() > deadline:
                 break
-        time.sleep(8)
+        # ...and the train step's MLflow run is open (its imports take a while on a loaded machine).
+        while not any(r.info.status == "RUNNING" for r in mine()) and time.monotonic() < deadline:
+            time.sleep(1)
+        time.sleep(4)
         assert local.marked(token), "the run should be running"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
@@ -152,16 +165,11 @@ def test_sigkill_of_a_run_leaves_none_of_its_processes(tmp_path):
         while local.marked(token) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert local.marked(token) == []
-        # The train step's MLflow run was open: the step ended it on SIGTERM, or else the process the
-        # watchdog leaves behind (outside the run) ends it shortly after; none is left RUNNING.
-        from mlflow.tracking import MlflowClient
-
-        cfg = load_config(None, {"workspace": str(tmp_path / "ws")})
-        client = MlflowClient(tracking.tracking_uri(cfg))
-        experiment = client.get_experiment_by_name(cfg.tracking.experiment).experiment_id
+        # The step ended its MLflow run on SIGTERM, or else the process the watchdog leaves behind
+        # (outside the run) ends it shortly after: none is left RUNNING.
         deadline = time.monotonic() + 30
         while True:
-            runs = client.search_runs([experiment], filter_string=f"tags.`{tracking.RUN_TOKEN_TAG}` = '{token}'")
+            runs = mine()
             running = [r.info.run_name for r in runs if r.info.status == "RUNNING"]
             if not running or time.monotonic() > deadline:
                 break
