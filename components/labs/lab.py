@@ -25,8 +25,9 @@ import httpx
 KERNEL = "servicetime"
 
 
-def command(ip: str, port: int, root: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ip={ip}", f"--port={port}",
+def command(ip: str, port: int, root: Path, jupyter: str = sys.executable) -> list[str]:
+    """JupyterLab's command line; ``jupyter`` is the Python of the venv that has JupyterLab."""
+    cmd = [jupyter, "-m", "jupyterlab", "--no-browser", f"--ip={ip}", f"--port={port}",
            "--ServerApp.port_retries=0",  # the printed URL is the port asked for, or it fails
            f"--ServerApp.root_dir={root}"]
     if os.geteuid() == 0:  # a container or a cloud VM's root shell: JupyterLab refuses root without it
@@ -70,13 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ip", default=os.environ.get("LAB_IP", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("LAB_PORT", "8888")))
     p.add_argument("--notebooks", type=Path, default=Path("notebooks"))
+    p.add_argument("--jupyter", default=sys.executable, help="the Python that runs JupyterLab (make lab: .venv-lab's)")
     p.add_argument("--exit-after-start", action="store_true", help="stop once the server and the kernel answer")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server")
     args = p.parse_args(argv)
 
     token = os.environ.get("JUPYTER_TOKEN") or secrets.token_hex(24)
     root = args.notebooks.resolve()
-    proc = subprocess.Popen(command(args.ip, args.port, root), env={**os.environ, "JUPYTER_TOKEN": token},
+    proc = subprocess.Popen(command(args.ip, args.port, root, args.jupyter), env={**os.environ, "JUPYTER_TOKEN": token},
                             stdin=subprocess.DEVNULL)
     # SIGTERM to this launcher stops the server the same way Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
