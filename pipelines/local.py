@@ -259,13 +259,32 @@ def _child(spec_path: str) -> int:
     cfg = config_from_json(spec["config"])
     threading.Thread(target=_watch_parent, args=(spec["parent"], os.environ[RUN_TOKEN], spec_path),
                      daemon=True).start()
+    tune_trials = spec.get("tune_trials", 0)
+    helper = _start_shared_ray(cfg, tune_trials)
     try:
         execute(cfg, spec["data_root"], spec["run_uri"], spec["last_weeks"],
-                spec["fail_on_rejected"], spec["simulate_if_empty"], spec.get("tune_trials", 0))
+                spec["fail_on_rejected"], spec["simulate_if_empty"], tune_trials)
     except Exception as exc:  # noqa: BLE001 (the local runner raises on some failures even with raise_on_error=False)
         log.error("pipeline failed: %s", exc)
         return 1
+    finally:
+        if helper is not None:
+            from components.learn.ray_runtime import stop_helper
+
+            stop_helper(helper)
     return 0
+
+
+def _start_shared_ray(cfg: Config, tune_trials: int) -> subprocess.Popen | None:
+    """When the run's steps use local Ray (training on workers, or tuning), start it now, in the
+    background, for all of them (``components.learn.ray_runtime``); None when no step needs it."""
+    if cfg.train.backend != "local" or not (cfg.train.num_workers > 0 or tune_trials > 0):
+        return None
+    from components.core.storage import local_path
+    from components.learn.ray_runtime import start_helper
+
+    cpus = int(max(cfg.train.num_workers * cfg.train.cpus_per_worker, 1))
+    return start_helper(local_path(cfg.workspace).resolve() / "ray" / f"address-{os.getpid()}.json", cpus)
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:

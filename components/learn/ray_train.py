@@ -112,17 +112,14 @@ def _storage_for(uri: str):
 
 
 def ensure_ray(num_cpus: float) -> None:
-    import ray
+    """Attach to KubeRay's cluster (in a RayJob) or the run's shared Ray, else start a local one."""
+    from components.learn.ray_runtime import connect
 
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()  # inside a RayJob: attach to the cluster that KubeRay started
-        return
-    # The dashboard also serves Ray's state API, which Ray Train's placement-group cleaner polls.
-    # Everything on loopback: local Ray has no authentication, so nothing of it may listen outside.
-    ray.init(num_cpus=max(int(np.ceil(num_cpus)), os.cpu_count() or 1), include_dashboard=True,
-             dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False)
+    if not os.environ.get("RAY_ADDRESS"):
+        # The preemption watcher is an actor that watches for cloud nodes being taken away; one local
+        # machine has none, and its start is on the way to the first epoch.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    connect(int(np.ceil(num_cpus)))
 
 
 def train_with_ray(train_uri: str, val_uri: str, net: NetConfig, cfg: TrainConfig, checkpoint_uri: str,

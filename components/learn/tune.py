@@ -160,11 +160,12 @@ def _start_ray(cpus: int) -> bool:
     """A local Ray on loopback; True when this call started it (and so must shut it down)."""
     import ray
 
+    from components.learn.ray_runtime import ADDRESS_FILE_ENV, connect
+
     if ray.is_initialized():
         return False
-    if os.environ.get("RAY_ADDRESS"):  # inside a RayJob: join its cluster, do not start another
-        ray.init(log_to_driver=False, configure_logging=False)
-        return True
+    if os.environ.get("RAY_ADDRESS") or os.environ.get(ADDRESS_FILE_ENV):  # a RayJob's cluster, a run's Ray
+        return connect(cpus, log_to_driver=False)
     ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
              configure_logging=False)
     return True
