@@ -20,6 +20,7 @@ quality is printed for both (test MAE), which must agree within noise.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -34,7 +35,7 @@ from tests.benchmarks.results import REPO, goal, print_table, record
 
 GOAL = 1.6
 STEP_LINE = re.compile(r"^\s*ok\s+(\w+)\s+([\d.]+) s")
-# What each step's process imports before its work (pipelines/ops.py's bodies).
+# What each step's process imports before its work (the bodies in pipelines/ops.py).
 STEP_IMPORTS = {
     "ingest": "components.steps.ingest", "validate": "components.steps.validate",
     "features": "components.steps.featurize", "tune": "components.steps.tune", "train": "components.steps.train",
@@ -44,11 +45,14 @@ STEP_IMPORTS = {
 
 
 def import_seconds(module: str, repeats: int = 2) -> float:
-    """A fresh interpreter importing the KFP wrappers and one step's module: the best of ``repeats``."""
+    """A fresh interpreter importing KFP's executor and one step's module: the best of ``repeats``."""
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", f"import pipelines.ops, {module}"], cwd=REPO, check=True)
+        # As KFP's executor runs a step: its entry point (with _KFP_RUNTIME set, `import kfp` skips
+        # the client), then what the component's body imports.
+        subprocess.run([sys.executable, "-c", f"import kfp.dsl.executor_main, {module}"], cwd=REPO, check=True,
+                       env={**os.environ, "_KFP_RUNTIME": "true"})
         best = min(best, time.perf_counter() - started)
     return best
 
@@ -130,11 +134,15 @@ def test_bench_pipeline():
                      "process_start_imports_s": round(imports.get(step, float("nan")), 1),
                      "ray_fixed_s": round(seconds - train_loop, 1) if step == "train" and train_loop else None})
     print_table("pipeline", rows)
+    outside = p_wall - sum(p_steps.values())
+    print(f"outside the steps (the run's start and end: its processes, KFP's runner, MLflow's store): {outside:.1f} s")
     ratio = p_wall / d_wall
     mae = {k: ((s.get("metrics") or {}).get("candidate") or {}).get("mae") for k, s in
            (("pipeline", p_summary), ("direct", d_summary))}
-    print(f"pipeline overhead: {ratio:.2f}x (pipeline {p_wall:.0f} s, direct {d_wall:.0f} s; "
+    print(f"pipeline overhead: {ratio:.2f}x (pipeline {p_wall:.0f} s, direct {d_wall:.0f} s, "
+          f"{p_wall - d_wall:.0f} s more; "
           f"test MAE {mae['pipeline']} vs {mae['direct']})")
     record("pipeline", {"overhead": ratio, "pipeline_s": p_wall, "direct_s": d_wall, "steps": rows, "test_mae": mae,
+                        "outside_steps_s": outside,
                         "goal": goal(f"pipeline overhead <= {GOAL}x", ratio <= GOAL, f"{ratio:.2f}x")})
     assert p_summary["status"] == "SUCCEEDED" and d_summary["status"] == "SUCCEEDED"
