@@ -66,7 +66,8 @@ def summarize(run_uri: str, status: str = "SUCCEEDED", error: str | None = None)
             "deployed": deployed.get("version"),
         },
         "training": {
-            k: train.get(k) for k in ("train_seconds", "samples_per_s", "best_val_mae_s", "num_workers", "ray_init_s")
+            k: train.get(k) for k in ("train_seconds", "samples_per_s", "best_val_mae_s", "num_workers", "ray_init_s",
+                                     "epoch_seconds_sum")
         },
         "artifacts": {
             "dataset": ingest.get("uri"),
