@@ -11,9 +11,9 @@ every training (the autoscaling coordinator, a detached actor that outlives each
 Like a Ray a step would start itself, it has its dashboard on loopback and Ray's token authentication
 (on by default for a local Ray; the token in ``~/.ray/auth_token``, made readable by this user only).
 Ray 2.60's own gRPC ports (GCS, raylet, workers) listen on every interface whatever the node address,
-so the token is what keeps others out. Its processes carry
-the run's environment, so the run's stop ends them with the rest of the run; the helper also exits
-(shutting Ray down) when the process that started it is gone.
+so the token is what keeps others out. Its processes carry the run's environment, so the run's stop
+ends them with the rest of the run; the helper also exits (shutting Ray down) when the process that
+started it is gone.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ ATTACH_TIMEOUT_S = 120.0  # how long a step waits for the run's Ray to come up b
 
 
 def start_options(num_cpus: int) -> dict:
-    """``ray.init`` options for a local Ray: on loopback, with the dashboard, whose state API Ray Train's
-    placement-group cleaner polls."""
+    """``ray.init`` options for a local Ray: the node's address and the dashboard on loopback (the
+    dashboard serves the state API that Ray Train's placement-group cleaner polls)."""
     return {"num_cpus": max(int(num_cpus), os.cpu_count() or 1), "include_dashboard": True,
             "dashboard_host": "127.0.0.1", "_node_ip_address": "127.0.0.1", "configure_logging": False}
 
@@ -51,9 +51,26 @@ def start_helper(address_file: Path, num_cpus: int) -> subprocess.Popen:
     # Ray reads the mode once, at import: set for the helper and every step before any imports Ray.
     # A local Ray checks a token by default; a Ray joined by its address only if this says so.
     os.environ.setdefault(AUTH_MODE_ENV, "token")
-    return subprocess.Popen([sys.executable, "-m", "components.learn.ray_runtime", "--address-file",
-                             str(address_file), "--cpus", str(num_cpus), "--parent", str(os.getpid())],
-                            stdin=subprocess.DEVNULL)
+    helper = subprocess.Popen([sys.executable, "-m", "components.learn.ray_runtime", "--address-file",
+                               str(address_file), "--cpus", str(num_cpus), "--parent", str(os.getpid())],
+                              stdin=subprocess.DEVNULL)
+    _write(address_file, {"pending": helper.pid})  # a step that finds the helper gone does not wait on it
+    return helper
+
+
+def _write(path: Path, answer: dict) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(answer))
+    tmp.replace(path)  # a step never reads half a file
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (a helper that died stays one until the run's process reaps it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def stop_helper(helper: subprocess.Popen, timeout_s: float = 15.0) -> None:
@@ -75,12 +92,15 @@ def wait_for_address(address_file: Path, timeout_s: float = ATTACH_TIMEOUT_S) ->
     answer within ``timeout_s`` (the caller then starts a Ray of its own)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if address_file.exists():
-            answer = json.loads(address_file.read_text())
-            if answer.get("error"):
-                log.warning("the run's shared Ray did not start (%s); starting one for this step", answer["error"])
-                return None
+        answer = json.loads(address_file.read_text()) if address_file.exists() else {}
+        if answer.get("error"):
+            log.warning("the run's shared Ray did not start (%s); starting one for this step", answer["error"])
+            return None
+        if answer.get("address"):
             return answer["address"]
+        if answer.get("pending") and not _alive(answer["pending"]):
+            log.warning("the run's shared Ray helper (pid %s) is gone; starting a Ray for this step", answer["pending"])
+            return None
         time.sleep(0.2)
     log.warning("the run's shared Ray did not come up within %.0f s; starting one for this step", timeout_s)
     return None
@@ -149,9 +169,7 @@ def _serve(address_file: Path, num_cpus: int, parent: int) -> int:
         answer = {"address": ray.get_runtime_context().gcs_address}
     except Exception as exc:  # noqa: BLE001 (said to the steps, which then start a Ray of their own)
         answer = {"error": f"{type(exc).__name__}: {exc}"}
-    tmp = address_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(answer))
-    tmp.replace(address_file)  # a step never reads half a file
+    _write(address_file, answer)
     if "error" in answer:
         return 1
     while not stopping and os.getppid() == parent:

@@ -28,6 +28,14 @@ def test_the_address_is_read_once_written_and_a_failed_helper_is_said(tmp_path):
     started = time.monotonic()
     assert ray_runtime.wait_for_address(tmp_path / "never.json", timeout_s=0.5) is None
     assert time.monotonic() - started < 5
+    # A helper that died before Ray came up: the step does not wait out the timeout.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    pending = tmp_path / "pending.json"
+    pending.write_text(json.dumps({"pending": gone.pid}))
+    started = time.monotonic()
+    assert ray_runtime.wait_for_address(pending, timeout_s=60) is None
+    assert time.monotonic() - started < 5
 
 
 def _alive(p: psutil.Process) -> bool:
