@@ -107,23 +107,24 @@ def _in_sample(digests: np.ndarray, modulus: int) -> np.ndarray:
 
 def key_sample(frame: pd.DataFrame, column: str) -> KeySample:
     """The hashed sample of one key column, and the known share a later week shows: the last
-    tenth of the rows (in time) against the keys of the rest."""
-    keys = frame[column].astype(str).to_numpy()
-    unique = pd.unique(keys)
+    tenth of the rows (in time) against the keys of the rest. Each distinct key is hashed once;
+    rows carry its code."""
+    codes, unique = pd.factorize(frame[column].astype(str).to_numpy(), use_na_sentinel=False)
     modulus = 1
     while len(unique) / modulus > MAX_KEY_SAMPLE:
         modulus *= 2
-    digest_of = dict(zip(unique, _digests(unique), strict=True))
-    digests = np.array([digest_of[k] for k in keys], dtype=object)
-    sampled = _in_sample(digests, modulus)
-    order = np.argsort(pd.to_datetime(frame[TIMESTAMP], utc=True).to_numpy(), kind="stable") if TIMESTAMP in frame \
-        else np.arange(len(frame))
+    digests = _digests(unique)
+    sampled_key = _in_sample(digests, modulus)
+    # As datetime64, not the objects a tz-aware column's to_numpy() gives: sorting those took seconds.
+    order = (np.argsort(pd.to_datetime(frame[TIMESTAMP], utc=True).to_numpy("datetime64[ns]"), kind="stable")
+             if TIMESTAMP in frame else np.arange(len(frame)))
     cut = int(len(order) * 0.9)
-    earlier, later = order[:cut], order[cut:]
-    seen = set(digests[earlier][sampled[earlier]])
-    later_sampled = digests[later][sampled[later]]
-    known = float(np.mean([d in seen for d in later_sampled])) if len(later_sampled) else 1.0
-    return KeySample(modulus, frozenset(digests[sampled]), round(known, 4))
+    earlier, later = codes[order[:cut]], codes[order[cut:]]
+    seen = np.zeros(len(unique), dtype=bool)
+    seen[earlier[sampled_key[earlier]]] = True
+    later_sampled = later[sampled_key[later]]
+    known = float(np.mean(seen[later_sampled])) if len(later_sampled) else 1.0
+    return KeySample(modulus, frozenset(digests[sampled_key]), round(known, 4))
 
 
 def known_share(sample: KeySample, values) -> tuple[float, int]:
@@ -175,6 +176,12 @@ def label_quantile_shift(expected: dict[str, float], labels) -> dict[str, float]
     if not len(y) or not expected:
         return {}
     return {q: round(float(np.quantile(y, float(q)) / ref - 1), 4) for q, ref in expected.items() if ref > 0}
+
+
+def reference_inputs(features: tuple[str, ...] = DRIFT_FEATURES) -> list[str]:
+    """The columns ``build_reference`` reads: a frame of these alone gives the same reference."""
+    names = [*features, *(c.name for c in COLUMNS if c.nullable), LABEL, *CATEGORY_COLUMNS, *KEY_COLUMNS, TIMESTAMP]
+    return list(dict.fromkeys(names))
 
 
 def build_reference(frame: pd.DataFrame, features: tuple[str, ...] = DRIFT_FEATURES) -> Reference:

@@ -86,3 +86,31 @@ def test_key_sample_holds_digests_not_keys(tiny_weeks, reference):
     stored = reference.keys["customer_key"].digests
     assert stored and not stored & keys
     assert 0.5 < reference.keys["customer_key"].known_share <= 1.0
+
+
+def test_key_sample_equals_hashing_every_row(tiny_weeks):
+    """The sample hashes each distinct key once; the same sample and known share as hashing row by row."""
+    import hashlib
+
+    import numpy as np
+
+    from components.data.drift import MAX_KEY_SAMPLE, key_sample
+
+    frame = pd.concat([f for _, f in tiny_weeks], ignore_index=True).sample(frac=1.0, random_state=5)
+    # More distinct customers than the sample keeps, so that it samples (modulus > 1).
+    frame["customer_key"] = frame["customer_key"].astype(str) + "-" + (frame[TIMESTAMP].dt.day % 31).astype(str)
+    for column in ("customer_key", "driver_key"):
+        sample = key_sample(frame, column)
+        keys = frame[column].astype(str).to_numpy()
+        digests = np.array([hashlib.sha256(k.encode()).hexdigest()[:12] for k in keys], dtype=object)
+        modulus = 1
+        while frame[column].nunique() / modulus > MAX_KEY_SAMPLE:
+            modulus *= 2
+        sampled = np.array([int(d[:6], 16) % modulus == 0 for d in digests])
+        order = np.argsort(pd.to_datetime(frame[TIMESTAMP], utc=True).astype("int64").to_numpy(), kind="stable")
+        cut = int(len(order) * 0.9)
+        seen = set(digests[order[:cut]][sampled[order[:cut]]])
+        later = digests[order[cut:]][sampled[order[cut:]]]
+        assert sample.modulus == modulus and sample.digests == frozenset(digests[sampled])
+        assert modulus > 1 or column == "driver_key"
+        assert sample.known_share == round(float(np.mean([d in seen for d in later])), 4)
