@@ -181,21 +181,17 @@ def forget_customer(key: str, data_root: str, roots: list[str], reason: str = "e
     return out
 
 
-def drop_tombstoned(store: DatasetStore, batches: list[str]) -> int:
-    """Ingest's guard: remove tombstoned customers from landing batches before they are versioned."""
-    keys = set(tombstones(store.root, store.storage))
+def drop_forgotten(name: str, data: bytes, keys: set[str]) -> tuple[bytes, int]:
+    """Ingest's guard for one landing batch: its bytes without the rows of tombstoned customers, and how many
+    went (unchanged and 0 when none, or when it cannot be read: validation quarantines it with its reason)."""
     if not keys:
-        return 0
-    dropped = 0
-    for name in batches:
-        uri = store.raw_uri(name)
-        try:
-            table = _read(store.storage, uri)
-        except (pa.ArrowException, OSError, ValueError):
-            continue  # unreadable: validation quarantines it with its reason
-        table, n = filter_rows(table, keys)
-        if n:
-            store.storage.write_bytes(uri, _bytes(table))
-            dropped += n
-            log.info("batch %s: %d rows of forgotten customers dropped at ingest", name, n)
-    return dropped
+        return data, 0
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError, ValueError):
+        return data, 0
+    table, n = filter_rows(table, keys)
+    if not n:
+        return data, 0
+    log.info("batch %s: %d rows of forgotten customers dropped at ingest", name, n)
+    return _bytes(table), n

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from components.core.keys import SaltError, pseudonymise, require_salt
 from components.core.schema import RAW_ID_COLUMNS
-from components.data.datasets import DatasetStore
+from components.core.storage import to_parquet_bytes
 
 log = logging.getLogger(__name__)
 
@@ -37,22 +37,17 @@ def hash_frame(frame: pd.DataFrame, what: str, environ: Mapping[str, str] | None
     return out
 
 
-def hash_landing(store: DatasetStore, batches: list[str], environ: Mapping[str, str] | None = None) -> int:
-    """Ingest's door: rewrite each landing batch that carries raw ids with their keys (the raw ids are not kept
-    anywhere); the number of rows hashed. Unreadable batches are left to validation, which quarantines them."""
-    hashed = 0
-    for name in batches:
-        uri = store.raw_uri(name)
-        try:
-            data = store.storage.read_bytes(uri)
-            names = pq.read_schema(io.BytesIO(data)).names
-        except Exception as exc:  # any unreadable file: validation rejects it by name, with the reader's error
-            log.debug("batch %s unreadable here (%s); validation will report it", name, exc)
-            continue
-        if not any(c in names for c in RAW_ID_COLUMNS):
-            continue
-        frame = hash_frame(pd.read_parquet(io.BytesIO(data)), f"landing batch {name}", environ)
-        store.storage.write_parquet(uri, frame)
-        hashed += len(frame)
-        log.info("batch %s: raw ids of %d rows replaced by their salted keys", name, len(frame))
-    return hashed
+def hash_batch(name: str, data: bytes, environ: Mapping[str, str] | None = None) -> tuple[bytes, int]:
+    """Ingest's door for one landing batch: its bytes with raw ids replaced by their keys, and the rows hashed
+    (the bytes unchanged and 0 without raw ids). A batch that cannot be read is left to validation, which
+    quarantines it by name."""
+    try:
+        names = pq.read_schema(io.BytesIO(data)).names
+    except Exception as exc:  # any unreadable file: validation rejects it by name, with the reader's error
+        log.debug("batch %s unreadable here (%s); validation will report it", name, exc)
+        return data, 0
+    if not any(c in names for c in RAW_ID_COLUMNS):
+        return data, 0
+    frame = hash_frame(pd.read_parquet(io.BytesIO(data)), f"landing batch {name}", environ)
+    log.info("batch %s: raw ids of %d rows replaced by their salted keys", name, len(frame))
+    return to_parquet_bytes(frame), len(frame)

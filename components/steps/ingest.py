@@ -8,8 +8,7 @@ from pathlib import Path
 from components.core.config import DataConfig
 from components.core.storage import to_parquet_bytes
 from components.data.datasets import DatasetStore
-from components.data.forget import drop_tombstoned
-from components.data.raw_ids import hash_landing
+from components.data.landing import freeze_landing
 from components.data.simulator import generate
 from components.steps import guarded, record
 from components.steps.outcomes import Ingested
@@ -32,14 +31,14 @@ def _ingest(data_root: str, out_dir: str | Path, last_weeks: int = 0, run_uri: s
     if last_weeks:
         batches = batches[-last_weeks:]
     # Real ids become salted keys before anything is versioned (and before tombstones, which name keys).
-    hashed = hash_landing(store, batches)
-    forgotten = drop_tombstoned(store, batches)
-    manifest = store.snapshot_raw(batches)
+    landed = freeze_landing(store, batches)
+    manifest = landed.manifest
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").write_text(json.dumps({**manifest.to_dict(), "root": data_root}, indent=2))
     return record(run_uri, Ingested(manifest.version, manifest.rows, len(manifest.batches),
-                                    store.version_uri(manifest.version), forgotten, hashed))
+                                    store.version_uri(manifest.version), landed.forgotten_rows,
+                                    landed.hashed_rows))
 
 
 def generate_raw(cfg: DataConfig, data_root: str, weeks: range | None = None) -> list[str]:
