@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from itertools import repeat
@@ -215,6 +215,11 @@ class FeatureTransform:
             return np.asarray(labels)[code(x)].tolist()
         return as_text(x.cols[name])
 
+    def category_values(self, cols: Columns) -> dict[str, list]:
+        """Each categorical feature's values as text, row by row (what the vocabularies are made of)."""
+        x = _Inputs(cols, self.floor_fill)
+        return {c: self._text(x, c) for c in self.categorical}
+
     def fit(self, frame: pd.DataFrame) -> FeatureTransform:
         building = frame["building_type"].astype(str)
         self.floor_fill = {b: float(v) for b, v in pd.to_numeric(frame["floor"], errors="coerce").groupby(building)
@@ -241,14 +246,24 @@ class FeatureTransform:
     def transform(self, cols: Columns) -> tuple[np.ndarray, np.ndarray]:
         """(categorical indices int64 [n, n_cat], standardised numerics float32 [n, n_num]) from a
         frame or request columns that carry the customer-history columns."""
+        cats, raw = self.encode_raw(cols)
+        return cats, self.standardise(raw)
+
+    def encode_raw(self, cols: Columns) -> tuple[np.ndarray, np.ndarray]:
+        """The categorical indices and the numerics before scaling (float64): what ``transform`` scales,
+        and what a streamed fit computes before the scalers are known."""
         x = _Inputs(cols, self.floor_fill)
         tables = self._code_tables
         cats = np.empty((len(x.floor), len(self.categorical)), dtype=np.int64)
         for j, c in enumerate(self.categorical):
             cats[:, j] = tables[c][DERIVED[c][0](x)] if c in DERIVED else _lookup(tables[c], as_text(cols[c]), UNKNOWN)
-        num = (self._raw_numeric(x) - tables[_MEAN]) / tables[_STD]
+        return cats, self._raw_numeric(x)
+
+    def standardise(self, raw: np.ndarray) -> np.ndarray:
+        tables = self._code_tables
+        num = (raw - tables[_MEAN]) / tables[_STD]
         num[np.isnan(num)] = 0.0  # a missing input sits at the training mean (inputs are finite and bounded)
-        return cats, num.astype(np.float32)
+        return num.astype(np.float32)
 
     @property
     def cardinalities(self) -> list[int]:
@@ -268,16 +283,18 @@ def time_split(
     frame: pd.DataFrame, val_weeks: int, test_weeks: int, batch_col: str = "batch"
 ) -> dict[str, pd.DataFrame]:
     """Split by week, never at random: train on the past, validate and test on what follows."""
-    weeks = sorted(frame[batch_col].unique())
+    weeks = split_weeks(frame[batch_col].unique(), val_weeks, test_weeks)
+    return {split: frame[frame[batch_col].isin(names)].reset_index(drop=True) for split, names in weeks.items()}
+
+
+def split_weeks(batches: Iterable[str], val_weeks: int, test_weeks: int) -> dict[str, list[str]]:
+    """The batch names of train, val and test, each in order: the last ``test_weeks`` test, the
+    ``val_weeks`` before them val, the rest train (batch names sort in time order)."""
+    weeks = sorted(batches)
     if len(weeks) < val_weeks + test_weeks + 1:
         raise ValueError(f"need at least {val_weeks + test_weeks + 1} weeks for a time split, got {len(weeks)}")
-    test = set(weeks[-test_weeks:])
-    val = set(weeks[-(test_weeks + val_weeks) : -test_weeks])
-    return {
-        "train": frame[~frame[batch_col].isin(test | val)].reset_index(drop=True),
-        "val": frame[frame[batch_col].isin(val)].reset_index(drop=True),
-        "test": frame[frame[batch_col].isin(test)].reset_index(drop=True),
-    }
+    cut = len(weeks) - test_weeks - val_weeks
+    return {"train": weeks[:cut], "val": weeks[cut : len(weeks) - test_weeks], "test": weeks[len(weeks) - test_weeks :]}
 
 
 def build_features(

@@ -21,13 +21,14 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from components.core.schema import TIMESTAMP
+from components.core.schema import LABEL, TIMESTAMP
 from components.core.storage import Storage, join, to_parquet_bytes
 from components.learn.features import HISTORY_FILE, history_snapshot
 
 HISTORY_DIR = "history"
 META_FILE = "meta.json"
 LATEST = "LATEST"
+INPUTS = ("customer_key", LABEL, TIMESTAMP)  # the clean columns a snapshot is built from
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from components.core.config import Config
 from components.core.storage import StorageError, join, to_parquet_bytes
@@ -26,6 +28,24 @@ from components.steps.outcomes import Validated
 log = logging.getLogger(__name__)
 CLEAN_FILE = "clean.parquet"  # every accepted batch's rows: what featurize reads
 REFERENCE_WEEKS = 4
+
+
+class _CleanFile:
+    """The accepted rows, appended one week at a time as a row group (what featurize reads week by week)."""
+
+    def __init__(self, path: Path):
+        path.unlink(missing_ok=True)  # an earlier attempt's file must not outlive a run that accepts nothing
+        self.path, self.writer = path, None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(frame, schema=self.writer.schema if self.writer else None, preserve_index=False)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 class ValidationFailed(Rejected):
@@ -65,38 +85,43 @@ def validate_dataset(
     manifest = store.manifest(version)
     batches = list(manifest.batches)
     reference = reference or _reference(store, version, batches, cfg)
-    results: list[ValidationResult] = []
-    for i, batch in enumerate(batches):
+    reports: list[dict] = []
+    accepted: dict[str, bytes] = {}  # the clean version's batches (compressed: a small share of the frames)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clean_rows = _CleanFile(out / CLEAN_FILE)
+    for i, batch in enumerate(batches):  # one week in memory at a time
         res = _check(store, version, batch, cfg, reference)
-        results.append(res)
+        reports.append(res.report())
         if res.errors and res.errors[0].startswith("unreadable file"):  # keep the file itself in quarantine
             store.storage.write_bytes(join(data_root, "quarantine", version, f"{batch}.unreadable.parquet"),
                                       store.storage.read_bytes(join(store.version_uri(version), f"{batch}.parquet")))
         if len(res.quarantined_rows):
             store.storage.write_bytes(join(data_root, "quarantine", version, f"{batch}.parquet"),
                                       to_parquet_bytes(res.quarantined_rows))
-        if not res.accepted:
+        if res.accepted:
+            accepted[batch] = to_parquet_bytes(res.accepted_rows)
+            clean_rows.write(res.accepted_rows.assign(batch=batch))
+        else:
             log.warning("batch %s REJECTED: %s", batch, "; ".join(res.errors))
         if (i + 1) % 13 == 0 or i + 1 == len(batches):
             log.info("validated %d/%d batches", i + 1, len(batches))
+    clean_rows.close()
 
-    accepted = {r.batch: to_parquet_bytes(r.accepted_rows) for r in results if r.accepted}
-    reports = [r.report() for r in results]
     totals = {"rows_in": sum(r["rows_in"] for r in reports), "rows_accepted": sum(r["rows_accepted"] for r in reports),
               "rows_quarantined": sum(r["rows_quarantined"] for r in reports)}
     assert totals["rows_in"] == totals["rows_accepted"] + totals["rows_quarantined"], "validation lost rows"
     rejected = [r for r in reports if not r["accepted"]]
     clean = store.write_version(accepted, kind="clean", parent=version) if accepted else None
+    del accepted
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if accepted:
-        rows = pd.concat([r.accepted_rows.assign(batch=r.batch) for r in results if r.accepted], ignore_index=True)
-        rows.to_parquet(out / CLEAN_FILE, index=False)
-        # Every landing batch validated: the servers' customer history is rebuilt from all clean rows.
-        if set(batches) >= set(store.raw_batches()):
-            snap = history_store.refresh(data_root, rows, built_from=clean.version, storage=store.storage)
-            log.info("customer history %s: %d customers, %d stops", snap.version, snap.customers, snap.stops)
+    if clean is not None and set(batches) >= set(store.raw_batches()):
+        # Every landing batch validated: the servers' customer history is rebuilt from all clean rows
+        # (the columns it needs, read back from the clean file).
+        rows = pd.read_parquet(out / CLEAN_FILE, columns=list(history_store.INPUTS))
+        snap = history_store.refresh(data_root, rows, built_from=clean.version, storage=store.storage)
+        log.info("customer history %s: %d customers, %d stops", snap.version, snap.customers, snap.stops)
+        del rows
     summary = Validated(**totals, accepted=not rejected, data_version=version,
                         clean_version=clean.version if clean else None,
                         rejected_batches={r["batch"]: r["errors"] for r in rejected},

@@ -1,4 +1,4 @@
-"""Data benchmark (not a test): generate + validate + build features at 1x, 4x, 16x and 25x the default size.
+"""Data benchmark (not a test): the data steps at 1x, 4x, 16x and 25x the default size.
 
     .venv/bin/python -m pytest tests/benchmarks/bench_data.py -m bench -s -p no:cacheprovider
 
@@ -8,14 +8,13 @@ factor (drivers and areas stay as they are). Each size runs in its own fresh
 process, so sizes never share a heap and the peak resident memory
 (``getrusage(RUSAGE_SELF).ru_maxrss``) is that size's own.
 
-The stages are the library functions the pipeline runs, minus the Parquet I/O
-between steps:
+The stages are the pipeline's data steps, with their Parquet files, in a temporary folder:
 
-* generate:  ``components.data.simulator.generate`` (all weeks, materialised);
-* validate:  ``components.data.validation.validate_batch`` on every week, with a drift
-             reference from the first 4 accepted weeks, as ``steps/validate.py`` does;
-* features:  ``components.learn.features.build_features`` (point-in-time history, time
-             split, transform fit) and encoding train + val as ``steps/featurize.py`` does.
+* generate:  ``steps.ingest.generate_raw`` (the simulator, one landing file per week);
+* ingest:    ``steps.ingest.ingest`` (the landing zone frozen into a dataset version);
+* validate:  ``steps.validate.validate_dataset`` (every week; the clean version and file);
+* features:  ``steps.featurize.featurize`` (week by week: point-in-time history, split
+             files, the transform's streamed fit, the encoded train and val arrays).
 
 Reported: seconds and rows/s per stage, peak memory, and how cost grows with
 size: the time ratio against the rows ratio and the exponent ``k`` in
@@ -48,7 +47,7 @@ from tests.benchmarks.results import goal, print_table, ratio, record
 SCALES = tuple(int(s) for s in os.environ.get("BENCH_DATA_SCALES", "1,4,16,25").split(","))
 PEAK_GOAL_GB = 8.0
 LINEAR_EXPONENT_GOAL = 1.1
-REFERENCE_WEEKS = 4  # as components/steps/validate.py
+STAGES = ("generate", "ingest", "validate", "features", "total")
 
 
 def _maxrss_mb() -> float:
@@ -58,8 +57,11 @@ def _maxrss_mb() -> float:
 
 
 def _instrument(sink: dict) -> None:
-    """Time the parts of ``build_features`` by wrapping the functions it looks up (this process only)."""
-    import components.learn.features as features
+    """Time the parts of the features step by wrapping the functions it calls (this process only)."""
+    import components.steps.featurize as featurize
+    from components.learn.feature_fit import TransformFitter
+    from components.learn.features import Arrays, FeatureTransform
+    from components.learn.running_history import RunningHistory
 
     def timed(name, fn):
         def wrapper(*args, **kwargs):
@@ -70,69 +72,69 @@ def _instrument(sink: dict) -> None:
                 sink[name] = sink.get(name, 0.0) + time.perf_counter() - started
         return wrapper
 
-    features.add_point_in_time_history = timed("history", features.add_point_in_time_history)
-    features.time_split = timed("split", features.time_split)
-    features.history_snapshot = timed("snapshot", features.history_snapshot)
-    features.FeatureTransform.fit = timed("fit", features.FeatureTransform.fit)
-    features.FeatureTransform.transform = timed("encode", features.FeatureTransform.transform)
+    featurize.CleanWeeks.read = timed("read", featurize.CleanWeeks.read)
+    RunningHistory.history = timed("history", RunningHistory.history)
+    featurize._FrameWriter.write = timed("write", featurize._FrameWriter.write)
+    TransformFitter.observe = timed("fit", TransformFitter.observe)
+    FeatureTransform.encode_raw = timed("encode", FeatureTransform.encode_raw)
+    TransformFitter.add_numeric = timed("scalers", TransformFitter.add_numeric)
+    Arrays.to_bytes = timed("save arrays", Arrays.to_bytes)
+    featurize.build_reference = timed("reference", featurize.build_reference)
 
 
-def measure_size(scale: int) -> dict:
-    """One size, end to end, in the calling (fresh) process. Returns seconds, rows and memory."""
-    import pandas as pd
+def measure_size(scale: int, root: Path) -> dict:
+    """One size through the real data steps on local files, in the calling (fresh) process."""
+    from components.core.config import load_config
+    from components.steps.featurize import featurize
+    from components.steps.ingest import generate_raw, ingest
+    from components.steps.validate import CLEAN_FILE, validate_dataset
 
-    from components.core.config import DataConfig, ValidationConfig
-    from components.data.drift import build_reference
-    from components.data.simulator import generate
-    from components.data.validation import validate_batch
-    from components.learn.features import build_features
-    from components.steps.featurize import encode
-
-    base = DataConfig()
-    cfg = DataConfig(stops_per_week=base.stops_per_week * scale, n_customers=base.n_customers * scale)
-    out: dict = {"scale": scale, "weeks": cfg.weeks, "stops_per_week": cfg.stops_per_week,
-                 "n_customers": cfg.n_customers, "rss_after_imports_mb": _maxrss_mb()}
+    base = load_config(None, {"workspace": str(root / "ws")})
+    cfg = base.model_copy(update={"data": base.data.model_copy(update={
+        "stops_per_week": base.data.stops_per_week * scale, "n_customers": base.data.n_customers * scale})})
+    data = str(root / "data")
+    out: dict = {"scale": scale, "weeks": cfg.data.weeks, "stops_per_week": cfg.data.stops_per_week,
+                 "n_customers": cfg.data.n_customers, "rss_after_imports_mb": _maxrss_mb()}
 
     started = time.perf_counter()
-    batches = list(generate(cfg))
+    generate_raw(cfg.data, data)
     out["generate_s"] = time.perf_counter() - started
-    out["raw_rows"] = sum(len(frame) for _, frame in batches)
     out["rss_after_generate_mb"] = _maxrss_mb()
 
-    vcfg = ValidationConfig()
-    now = pd.Timestamp.now(tz="UTC")
     started = time.perf_counter()
-    head = [validate_batch(frame, vcfg, None, now=now, batch=name) for name, frame in batches[:REFERENCE_WEEKS]]
-    reference = build_reference(pd.concat([r.accepted_rows for r in head if r.accepted]))
-    results = [validate_batch(frame, vcfg, reference, now=now, batch=name) for name, frame in batches]
+    version = ingest(data, str(root / "ingest")).data_version
+    out["ingest_s"] = time.perf_counter() - started
+    out["rss_after_ingest_mb"] = _maxrss_mb()
+
+    started = time.perf_counter()
+    validated = validate_dataset(cfg, data, version, root / "validate", fail_on_rejected=False)
     out["validate_s"] = time.perf_counter() - started
-    out["rows_accepted"] = sum(len(r.accepted_rows) for r in results)
-    out["rows_quarantined"] = sum(len(r.quarantined_rows) for r in results)
-    out["batches_rejected"] = sum(not r.accepted for r in results)
-    out["rows_conserved"] = all(r.rows_in == len(r.accepted_rows) + len(r.quarantined_rows) for r in results)
+    out["raw_rows"], out["rows_accepted"] = validated.rows_in, validated.rows_accepted
+    out["rows_quarantined"], out["batches_rejected"] = validated.rows_quarantined, len(validated.rejected_batches)
+    out["rows_conserved"] = validated.rows_in == validated.rows_accepted + validated.rows_quarantined
     out["rss_after_validate_mb"] = _maxrss_mb()
-    del batches
 
     parts: dict[str, float] = {}
     _instrument(parts)
     started = time.perf_counter()
-    clean = pd.concat([r.accepted_rows.assign(batch=r.batch) for r in results if r.accepted], ignore_index=True)
-    del results
-    splits, transform, _snapshot = build_features(clean, 4, 4)
-    train, val = encode(transform, splits["train"]), encode(transform, splits["val"])
+    featurized = featurize(cfg, root / "validate" / CLEAN_FILE, root / "features")
     out["features_s"] = time.perf_counter() - started
-    # fit() calls transform's helpers, not transform(); encode is the two transform() calls.
     out["features_parts_s"] = parts
-    out["feature_rows"] = len(clean)
-    out["train_rows"], out["val_rows"], out["test_rows"] = len(train), len(val), len(splits["test"])
+    out["feature_rows"] = sum(featurized.rows.values())
+    out["train_rows"], out["val_rows"], out["test_rows"] = (featurized.rows[k] for k in ("train", "val", "test"))
     out["peak_rss_mb"] = _maxrss_mb()
-    out["total_s"] = out["generate_s"] + out["validate_s"] + out["features_s"]
+    out["total_s"] = out["generate_s"] + out["ingest_s"] + out["validate_s"] + out["features_s"]
+    out["disk_mb"] = sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) / 2**20
     return out
 
 
 def _in_fresh_process(scale: int) -> dict:
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(measure_size, scale).result()
+    root = Path(tempfile.mkdtemp(prefix=f"servicetime-bench-data-{scale}x-"))
+    try:
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            return pool.submit(measure_size, scale, root).result()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # --- the default features, shared by the other benchmarks ----------------------------------------
@@ -225,13 +227,14 @@ def test_bench_data_at_scale():  # -k scale
     rows = []
     for s in sizes:
         row = {"size": f"{s['scale']}x", "raw rows": s["raw_rows"], "generate s": s["generate_s"],
-               "gen rows/s": s["raw_rows"] / s["generate_s"], "validate s": s["validate_s"],
+               "gen rows/s": s["raw_rows"] / s["generate_s"], "ingest s": s["ingest_s"], "validate s": s["validate_s"],
                "val rows/s": s["raw_rows"] / s["validate_s"], "features s": s["features_s"],
                "feat rows/s": s["feature_rows"] / s["features_s"], "total s": s["total_s"],
                "total rows/s": s["raw_rows"] / s["total_s"], "peak RSS MB": s["peak_rss_mb"],
-               "RSS imports MB": s["rss_after_imports_mb"]}
+               "RSS imports MB": s["rss_after_imports_mb"], "RSS after validate MB": s["rss_after_validate_mb"],
+               "disk MB": s["disk_mb"]}
         s["rows_ratio"] = s["raw_rows"] / one["raw_rows"]
-        for stage in ("generate", "validate", "features", "total"):
+        for stage in STAGES:
             s[f"{stage}_time_ratio"] = s[f"{stage}_s"] / one[f"{stage}_s"]
             s[f"{stage}_exponent"] = _exponent(s[f"{stage}_s"], one[f"{stage}_s"], s["raw_rows"], one["raw_rows"])
         s["memory_ratio"] = ratio(
@@ -239,9 +242,9 @@ def test_bench_data_at_scale():  # -k scale
         )
         s["bytes_per_row"] = (s["peak_rss_mb"] - s["rss_after_imports_mb"]) * 2**20 / s["raw_rows"]
         rows.append(row)
-    print_table("data: generate + validate + features (52 weeks; one fresh process per size)", rows)
+    print_table("data: generate + ingest + validate + features (52 weeks; one fresh process per size)", rows)
     growth = [{"size": f"{s['scale']}x", "rows ratio": s["rows_ratio"],
-               **{f"{st} time ratio": s[f"{st}_time_ratio"] for st in ("generate", "validate", "features", "total")},
+               **{f"{st} time ratio": s[f"{st}_time_ratio"] for st in STAGES},
                "total exponent k": s["total_exponent"], "memory ratio": s["memory_ratio"],
                "data bytes/row": s["bytes_per_row"]} for s in sizes]
     print_table("data: growth against 1x (time ~ rows^k; k = 1 is linear)", growth)
@@ -253,9 +256,9 @@ def test_bench_data_at_scale():  # -k scale
         }
         for s in sizes
     ]
-    print_table("data: inside the features stage (seconds; history = point-in-time customer history)", parts)
+    print_table("data: inside the features step (seconds; history = point-in-time customer history)", parts)
     largest = sizes[-1]
-    exponents = {st: largest[f"{st}_exponent"] for st in ("generate", "validate", "features", "total")}
+    exponents = {st: largest[f"{st}_exponent"] for st in STAGES}
     part_exponents = {k: _exponent(v, one["features_parts_s"][k], largest["feature_rows"], one["feature_rows"])
                       for k, v in largest["features_parts_s"].items()}
     print("cost exponent k at the largest size: "
