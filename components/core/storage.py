@@ -320,3 +320,26 @@ def to_parquet_bytes(frame: pd.DataFrame) -> bytes:
     sink = io.BytesIO()
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink, compression="zstd")
     return sink.getvalue()
+
+
+class ParquetAppender:
+    """A local Parquet file written one frame at a time, each frame a row group, every frame cast to
+    the first one's schema (so a week whose column is all null still fits). Nothing is written
+    without a frame; ``close`` then writes ``empty_like``'s columns, or nothing when it is None."""
+
+    def __init__(self, path: str | Path):
+        self.path, self.writer, self.rows = Path(path), None, 0
+        self.path.unlink(missing_ok=True)  # an earlier attempt's file must not outlive this one
+
+    def write(self, frame: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(frame, schema=self.writer.schema if self.writer else None, preserve_index=False)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema)
+        self.writer.write_table(table)
+        self.rows += len(frame)
+
+    def close(self, empty_like: pd.DataFrame | None = None) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        elif empty_like is not None:
+            empty_like.iloc[:0].to_parquet(self.path, index=False)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from components.core.config import Config
 from components.core.schema import LABEL, TIMESTAMP
+from components.core.storage import ParquetAppender
 from components.data.drift import build_reference, reference_inputs
 from components.learn.feature_fit import TransformFitter
 from components.learn.features import (
@@ -82,27 +82,6 @@ class CleanWeeks:
         return bool((spans["min"].iloc[1:].to_numpy() > spans["max"].iloc[:-1].to_numpy()).all())
 
 
-class _FrameWriter:
-    """One split's frame, appended a week at a time as a row group."""
-
-    def __init__(self, path: Path):
-        self.path, self.writer, self.rows = path, None, 0
-
-    def write(self, frame: pd.DataFrame) -> None:
-        schema = self.writer.schema if self.writer else None
-        table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, table.schema)
-        self.writer.write_table(table)
-        self.rows += len(frame)
-
-    def close(self, like: pd.DataFrame) -> None:
-        if self.writer is None:  # a split without weeks: an empty file with the columns
-            like.iloc[:0].to_parquet(self.path, index=False)
-        else:
-            self.writer.close()
-
-
 def _encode_file(transform: FeatureTransform, path: Path, fitter: TransformFitter | None) -> list[tuple]:
     """A split's frame, row group by row group: categories, unscaled numerics and labels (and the
     numerics to the fitter's scalers when it is the training split)."""
@@ -130,7 +109,7 @@ def _streamed(source: CleanWeeks, weeks: dict[str, list[str]], out: Path) -> dic
     """Pass 1 over the weeks (history, split files, the fit's first half), pass 2 over the split files
     (the scalers and the encoding). Returns what ``split.json`` and the outcome need."""
     history, fitter = RunningHistory(), TransformFitter()
-    writers = {split: _FrameWriter(out / name) for split, name in FRAME_FILES.items()}
+    writers = {split: ParquetAppender(out / name) for split, name in FRAME_FILES.items()}
     areas: set[str] = set()
     until, snapshot, like = None, None, None
     for split in ("train", "val", "test"):
@@ -141,12 +120,10 @@ def _streamed(source: CleanWeeks, weeks: dict[str, list[str]], out: Path) -> dic
             if split == "train":
                 fitter.observe(frame)
                 areas.update(frame["area_id"].astype(str).unique())
-            if split != "test" and len(frame):
-                newest = pd.to_datetime(frame[TIMESTAMP], utc=True).max()
-                until = newest if until is None else max(until, newest)
             log.info("features: week %s (%s), %d stops", batch, split, len(frame))
         if split == "val":  # the history as of the end of the validation weeks: what serving looks up
             snapshot = history.snapshot().sort_values(KEY, kind="stable").reset_index(drop=True)
+            until = history.until  # the newest stop of train and val (weeks in time order)
     for w in writers.values():
         w.close(like)
     transform = fitter.scalers()

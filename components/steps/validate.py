@@ -8,11 +8,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from components.core.config import Config
-from components.core.storage import StorageError, join, to_parquet_bytes
+from components.core.storage import ParquetAppender, StorageError, join, to_parquet_bytes
 from components.data.datasets import DatasetStore
 from components.data.drift import REFERENCE_FILE, Reference, build_reference
 from components.data.validation import (
@@ -28,24 +26,6 @@ from components.steps.outcomes import Validated
 log = logging.getLogger(__name__)
 CLEAN_FILE = "clean.parquet"  # every accepted batch's rows: what featurize reads
 REFERENCE_WEEKS = 4
-
-
-class _CleanFile:
-    """The accepted rows, appended one week at a time as a row group (what featurize reads week by week)."""
-
-    def __init__(self, path: Path):
-        path.unlink(missing_ok=True)  # an earlier attempt's file must not outlive a run that accepts nothing
-        self.path, self.writer = path, None
-
-    def write(self, frame: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(frame, schema=self.writer.schema if self.writer else None, preserve_index=False)
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, table.schema)
-        self.writer.write_table(table)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 class ValidationFailed(Rejected):
@@ -89,7 +69,7 @@ def validate_dataset(
     accepted: dict[str, bytes] = {}  # the clean version's batches (compressed: a small share of the frames)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    clean_rows = _CleanFile(out / CLEAN_FILE)
+    clean_rows = ParquetAppender(out / CLEAN_FILE)  # one row group per week: featurize reads it so
     for i, batch in enumerate(batches):  # one week in memory at a time
         res = _check(store, version, batch, cfg, reference)
         reports.append(res.report())
